@@ -1,0 +1,171 @@
+//! The one place that turns settings into Kafka clients.
+//!
+//! Every producer, consumer and admin client of eventpipe is configured here, so the
+//! bootstrap servers, the passed-through security properties, batching and the
+//! partitioner are the same everywhere. Producers hash keys with `murmur2_random`, the
+//! Java client's partitioner, so keys land on the same partition as they would from
+//! Kafka Streams or any JVM client (co-partitioning across writers).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
+
+use crate::topics::TopicSpec;
+
+/// Where the brokers are and how to talk to them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KafkaSettings {
+    /// host:port,...
+    pub bootstrap_servers: String,
+    /// librdkafka properties passed through as is (security.protocol, sasl.*, ssl.*, ...).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    /// Settings for a broker list with no extra properties.
+    pub fn plain(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaSettings {
+            bootstrap_servers: bootstrap_servers.into(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    fn base(&self, client_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", client_id);
+        config
+    }
+
+    /// Applies the user's pass-through properties last, so they can override our defaults.
+    fn finish(&self, mut config: ClientConfig) -> ClientConfig {
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// An idempotent, acks=all producer config with throughput-friendly batching.
+    pub fn producer_config(&self, client_id: &str) -> ClientConfig {
+        let mut config = self.base(client_id);
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set("batch.size", "1000000")
+            .set("batch.num.messages", "10000")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.messages", "200000")
+            .set("message.timeout.ms", "120000");
+        self.finish(config)
+    }
+
+    /// A transactional producer config (`transactional.id`), for consume-transform-produce.
+    /// `transaction.timeout.ms` is short, as in Kafka Streams, so a dead instance's open
+    /// transaction is aborted by the broker quickly.
+    pub fn transactional_producer_config(
+        &self,
+        client_id: &str,
+        transactional_id: &str,
+    ) -> ClientConfig {
+        let mut config = self.producer_config(client_id);
+        config
+            .set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", "10000");
+        self.finish(config)
+    }
+
+    /// A consumer config for group `group_id`: manual commits, `read_committed`.
+    pub fn consumer_config(&self, client_id: &str, group_id: &str) -> ClientConfig {
+        let mut config = self.base(client_id);
+        config
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", "10000")
+            .set("fetch.wait.max.ms", "100");
+        self.finish(config)
+    }
+
+    /// An admin client config.
+    pub fn admin_config(&self, client_id: &str) -> ClientConfig {
+        self.finish(self.base(client_id))
+    }
+
+    /// Creates the idempotent producer.
+    pub fn idempotent_producer(&self, client_id: &str) -> Result<FutureProducer, KafkaError> {
+        self.producer_config(client_id).create()
+    }
+}
+
+/// Creates the given topics, leaving any that already exist as they are.
+pub async fn create_topics(
+    settings: &KafkaSettings,
+    topics: &[TopicSpec],
+) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> =
+        settings.admin_config("eventpipe-admin").create()?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|spec| {
+            let mut topic = NewTopic::new(
+                &spec.name,
+                spec.partitions,
+                TopicReplication::Fixed(spec.replicas),
+            );
+            for (k, v) in &spec.config {
+                topic = topic.set(k, v);
+            }
+            topic
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new_topics, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(KafkaError::AdminOp(code))
+                    .inspect_err(|_| tracing::error!(topic = %name, %code, "cannot create topic"))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_properties_override_defaults() {
+        let mut settings = KafkaSettings::plain("b:9092");
+        settings.properties.insert("linger.ms".into(), "50".into());
+        settings
+            .properties
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        let config = settings.producer_config("p");
+        assert_eq!(config.get("linger.ms"), Some("50"));
+        assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        let consumer = settings.consumer_config("c", "g");
+        assert_eq!(consumer.get("isolation.level"), Some("read_committed"));
+        assert_eq!(consumer.get("security.protocol"), Some("SASL_SSL"));
+        let tx = settings.transactional_producer_config("t", "demo.feature-processor.pod-0");
+        assert_eq!(
+            tx.get("transactional.id"),
+            Some("demo.feature-processor.pod-0")
+        );
+        assert_eq!(tx.get("transaction.timeout.ms"), Some("10000"));
+    }
+}
