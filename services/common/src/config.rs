@@ -237,8 +237,9 @@ impl Settings {
 
         let http_port = match &args.http_port {
             None => 8080,
-            Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                ConfigError::new("HTTP_PORT", format!("`{p}` is not a port number (1-65535)"))
+            // 0 picks a free port (the bound address is logged).
+            Some(p) => p.parse::<u16>().map_err(|_| {
+                ConfigError::new("HTTP_PORT", format!("`{p}` is not a port number (0-65535)"))
             })?,
         };
         let log_format = match args.log_format.as_deref() {

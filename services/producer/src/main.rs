@@ -116,6 +116,8 @@ async fn run(
     tracing::info!(
         days = summary.days,
         events = summary.events,
+        transactions = summary.events - summary.outcomes,
+        outcomes = summary.outcomes,
         seconds = secs,
         events_per_second = (summary.events as f64 / secs.max(1e-9)) as u64,
         "backfill done"

@@ -180,8 +180,12 @@ impl Acks {
 /// Summary of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RunSummary {
+    /// Simulated days begun.
     pub days: u32,
+    /// Records sent (transactions + outcomes).
     pub events: u64,
+    /// Of which customer outcomes.
+    pub outcomes: u64,
 }
 
 /// Simulates `days` days as fast as the broker takes them. Stops early (after the day in
@@ -204,6 +208,10 @@ pub async fn backfill(
         publisher.publish(&events).await?;
         summary.days += 1;
         summary.events += events.len() as u64;
+        summary.outcomes += events
+            .iter()
+            .filter(|e| matches!(e, SimEvent::Outcome(_)))
+            .count() as u64;
         tracing::debug!(%date, events = events.len(), "day sent");
     }
     publisher.flush().await?;
@@ -251,6 +259,10 @@ pub async fn live(
                 .get(next + take - 1)
                 .map(SimEvent::event_time)
                 .or(last_time);
+            summary.outcomes += day[next..next + take]
+                .iter()
+                .filter(|e| matches!(e, SimEvent::Outcome(_)))
+                .count() as u64;
             next += take;
             summary.events += take as u64;
         }
