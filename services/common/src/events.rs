@@ -257,7 +257,8 @@ pub struct Intervention {
     pub trigger_score_id: Uuid,
 }
 
-/// The named per-customer features (formulas in docs/features.md).
+/// The named per-customer features (formulas in docs/features.md). Money in major
+/// units (e.g. pounds), counts as numbers, shares and ratios as fractions.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FeatureValues {
     pub salary_days_late: f64,
@@ -278,37 +279,122 @@ pub struct FeatureValues {
     pub outflow_30d: f64,
 }
 
-/// One event-time day of a customer's account, the unit of the rolling windows.
+impl FeatureValues {
+    /// Every feature name, in the order of [`FeatureValues::values`].
+    pub const NAMES: [&'static str; 16] = [
+        "salary_days_late",
+        "salary_drop_ratio",
+        "balance_min_7d",
+        "balance_trend_30d",
+        "days_overdrawn_30d",
+        "failed_debits_30d",
+        "missed_repayments_90d",
+        "overdraft_fees_30d",
+        "atm_cash_share_30d",
+        "gambling_share_30d",
+        "bnpl_count_30d",
+        "spend_to_income_30d",
+        "discretionary_spend_change",
+        "txn_count_7d",
+        "inflow_30d",
+        "outflow_30d",
+    ];
+
+    /// The values in the order of [`FeatureValues::NAMES`].
+    pub fn values(&self) -> [f64; 16] {
+        [
+            self.salary_days_late,
+            self.salary_drop_ratio,
+            self.balance_min_7d,
+            self.balance_trend_30d,
+            self.days_overdrawn_30d,
+            self.failed_debits_30d,
+            self.missed_repayments_90d,
+            self.overdraft_fees_30d,
+            self.atm_cash_share_30d,
+            self.gambling_share_30d,
+            self.bnpl_count_30d,
+            self.spend_to_income_30d,
+            self.discretionary_spend_change,
+            self.txn_count_7d,
+            self.inflow_30d,
+            self.outflow_30d,
+        ]
+    }
+
+    /// The index of feature `name` in [`FeatureValues::NAMES`].
+    pub fn index_of(name: &str) -> Option<usize> {
+        Self::NAMES.iter().position(|n| *n == name)
+    }
+}
+
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+/// One event-time day of a customer's account, the unit of the rolling windows. Zero
+/// fields are left out of the JSON to keep the changelog small.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DayBucket {
     /// The UTC day.
     pub day: NaiveDate,
     /// Balance after the day's last posting.
     pub closing_balance_minor: i64,
+    /// Event time of the day's last posting (decides the closing balance when events
+    /// arrive out of order).
+    pub closing_time: DateTime<Utc>,
     /// Lowest balance seen that day.
     pub min_balance_minor: i64,
     /// Sum of credits.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub inflow_minor: i64,
     /// Sum of debits (positive number).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub outflow_minor: i64,
-    /// Salary credited.
-    pub salary_minor: i64,
-    /// Discretionary card spending (positive number).
+    /// Discretionary spending: non-essential card purchases, BNPL, gambling (positive).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub discretionary_minor: i64,
     /// ATM cash (positive number).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub atm_minor: i64,
     /// Gambling (positive number).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub gambling_minor: i64,
     /// Number of postings.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub txn_count: u32,
     /// Refused direct debits.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub failed_debits: u32,
     /// Missed loan repayments.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub missed_repayments: u32,
     /// Overdraft fees.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub overdraft_fees: u32,
     /// BNPL purchases.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub bnpl_count: u32,
+}
+
+/// A salary credit remembered for the salary features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SalaryCredit {
+    pub day: NaiveDate,
+    pub amount_minor: i64,
+}
+
+/// The last score emitted for a customer (decides whether the next one is emitted).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LastScore {
+    pub score: f64,
+    pub band: RiskBand,
+    /// Event-time day it was computed for.
+    pub day: NaiveDate,
 }
 
 /// A customer's features and the window state they were computed from (topic
@@ -317,7 +403,7 @@ pub struct DayBucket {
 pub struct CustomerFeatures {
     /// Unique id of this record.
     pub event_id: Uuid,
-    /// Event time of the last transaction applied.
+    /// Event time of the latest transaction applied.
     pub event_time: DateTime<Utc>,
     /// Version of this schema.
     pub schema_version: u32,
@@ -327,14 +413,14 @@ pub struct CustomerFeatures {
     pub as_of: NaiveDate,
     /// The named features.
     pub features: FeatureValues,
-    /// Daily buckets, oldest first (the rolling windows).
+    /// Daily buckets with activity, oldest first (the rolling windows).
     pub days: Vec<DayBucket>,
-    /// Day of the last salary credit, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_salary_day: Option<NaiveDate>,
-    /// Amounts of recent salary credits, oldest first.
+    /// The latest salary credits, oldest first (at most four).
     #[serde(default)]
-    pub recent_salaries_minor: Vec<i64>,
+    pub salaries: Vec<SalaryCredit>,
+    /// The last risk score emitted, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_score: Option<LastScore>,
 }
 
 /// Processing latency percentiles over a window, in milliseconds.
