@@ -38,10 +38,7 @@ impl ConfigError {
     /// A new error about `key`.
     pub fn new(key: impl Into<String>, message: impl fmt::Display) -> Self {
         let message = message.to_string().replace('\n', " ");
-        ConfigError {
-            key: key.into(),
-            message,
-        }
+        ConfigError { key: key.into(), message }
     }
 
     /// Prints the error as one line on stderr and exits with status 2.
@@ -120,12 +117,8 @@ pub struct PipelineFile {
 impl PipelineFile {
     /// Reads and parses the file; errors name the key (or the file when it is not YAML).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(
-                "PIPELINE_CONFIG",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("PIPELINE_CONFIG", format!("cannot read {}: {e}", path.display())))?;
         Self::parse(&text)
     }
 
@@ -187,10 +180,7 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         if !STAGES.contains(&stage) {
-            return Err(ConfigError::new(
-                "stage",
-                format!("unknown stage `{stage}`"),
-            ));
+            return Err(ConfigError::new("stage", format!("unknown stage `{stage}`")));
         }
         if let Some(unknown) = file.stages.keys().find(|k| !STAGES.contains(&k.as_str())) {
             return Err(ConfigError::new(
@@ -199,16 +189,12 @@ impl Settings {
             ));
         }
 
-        let pipeline = args
-            .pipeline_name
-            .clone()
-            .or_else(|| file.name.clone())
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "PIPELINE_NAME",
-                    "missing: set PIPELINE_NAME, --pipeline-name or `name` in the pipeline file",
-                )
-            })?;
+        let pipeline = args.pipeline_name.clone().or_else(|| file.name.clone()).ok_or_else(|| {
+            ConfigError::new(
+                "PIPELINE_NAME",
+                "missing: set PIPELINE_NAME, --pipeline-name or `name` in the pipeline file",
+            )
+        })?;
         validate_pipeline_name(&pipeline)?;
 
         let bootstrap = args
@@ -238,19 +224,14 @@ impl Settings {
         let http_port = match &args.http_port {
             None => 8080,
             // 0 picks a free port (the bound address is logged).
-            Some(p) => p.parse::<u16>().map_err(|_| {
-                ConfigError::new("HTTP_PORT", format!("`{p}` is not a port number (0-65535)"))
-            })?,
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| ConfigError::new("HTTP_PORT", format!("`{p}` is not a port number (0-65535)")))?,
         };
         let log_format = match args.log_format.as_deref() {
             None | Some("json") => LogFormat::Json,
             Some("pretty") => LogFormat::Pretty,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "LOG_FORMAT",
-                    format!("`{other}` is not one of json, pretty"),
-                ))
-            }
+            Some(other) => return Err(ConfigError::new("LOG_FORMAT", format!("`{other}` is not one of json, pretty"))),
         };
 
         let mut overrides = BTreeMap::new();
@@ -272,16 +253,10 @@ impl Settings {
             .clone()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| format!("{stage}-{}", std::process::id()));
-        let group_id = args
-            .group_id
-            .clone()
-            .unwrap_or_else(|| format!("{pipeline}.{stage}"));
+        let group_id = args.group_id.clone().unwrap_or_else(|| format!("{pipeline}.{stage}"));
 
         Ok(Settings {
-            kafka: KafkaSettings {
-                bootstrap_servers: bootstrap,
-                properties,
-            },
+            kafka: KafkaSettings { bootstrap_servers: bootstrap, properties },
             stage: stage.to_owned(),
             pipeline,
             group_id,
@@ -295,10 +270,7 @@ impl Settings {
 
     /// The resolved spec of `topic`.
     pub fn topic(&self, topic: Topic) -> &TopicSpec {
-        self.topics
-            .iter()
-            .find(|t| t.topic == topic)
-            .expect("every topic is resolved")
+        self.topics.iter().find(|t| t.topic == topic).expect("every topic is resolved")
     }
 
     /// The Kafka name of `topic`.
@@ -333,17 +305,10 @@ fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     let de = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let key = if path == "." {
-            "PIPELINE_CONFIG".to_owned()
-        } else {
-            path
-        };
+        let key = if path == "." { "PIPELINE_CONFIG".to_owned() } else { path };
         // serde_yaml already prefixes its message with the path; say the key only once.
         let message = e.into_inner().to_string();
-        let message = message
-            .strip_prefix(&format!("{key}: "))
-            .unwrap_or(&message)
-            .to_owned();
+        let message = message.strip_prefix(&format!("{key}: ")).unwrap_or(&message).to_owned();
         ConfigError::new(key, message)
     })
 }
@@ -353,9 +318,7 @@ fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
 pub fn validate_pipeline_name(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 40
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {
@@ -363,23 +326,19 @@ pub fn validate_pipeline_name(name: &str) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::new(
             "PIPELINE_NAME",
-            format!("`{name}` must be 1-40 lowercase letters, digits or '-', starting and ending with a letter or digit"),
+            format!(
+                "`{name}` must be 1-40 lowercase letters, digits or '-', starting and ending with a letter or digit"
+            ),
         ))
     }
 }
 
 fn validate_topics(topics: &[TopicSpec]) -> Result<(), ConfigError> {
-    let transactions = topics
-        .iter()
-        .find(|t| t.topic == Topic::Transactions)
-        .map_or(0, |t| t.partitions);
+    let transactions = topics.iter().find(|t| t.topic == Topic::Transactions).map_or(0, |t| t.partitions);
     for spec in topics {
         let key = format!("topics.{}.partitions", spec.topic);
         if spec.partitions < 1 {
-            return Err(ConfigError::new(
-                key,
-                format!("must be at least 1, got {}", spec.partitions),
-            ));
+            return Err(ConfigError::new(key, format!("must be at least 1, got {}", spec.partitions)));
         }
         if spec.replicas < 1 {
             return Err(ConfigError::new(
@@ -427,19 +386,13 @@ mod tests {
         )
         .unwrap();
         let s = Settings::resolve("producer", file.clone(), &RuntimeArgs::default(), []).unwrap();
-        assert_eq!(
-            (s.pipeline.as_str(), s.kafka.bootstrap_servers.as_str()),
-            ("from-file", "file:9092")
-        );
+        assert_eq!((s.pipeline.as_str(), s.kafka.bootstrap_servers.as_str()), ("from-file", "file:9092"));
         assert_eq!(s.group_id, "from-file.producer");
         assert_eq!(s.topic_name(Topic::Transactions), "from-file.transactions");
 
         let env = [("KAFKA_PROP_SASL_PASSWORD".to_owned(), "secret".to_owned())];
         let s = Settings::resolve("producer", file, &args(), env).unwrap();
-        assert_eq!(
-            (s.pipeline.as_str(), s.kafka.bootstrap_servers.as_str()),
-            ("demo", "b:9092")
-        );
+        assert_eq!((s.pipeline.as_str(), s.kafka.bootstrap_servers.as_str()), ("demo", "b:9092"));
         assert_eq!(s.kafka.properties["sasl.password"], "secret");
         assert_eq!(s.kafka.properties["security.protocol"], "SSL");
         assert_eq!(s.http_port, 8080);
@@ -451,13 +404,7 @@ mod tests {
         let file = PipelineFile::parse("stages:\n  producer:\n    customers: 12\n").unwrap();
         let s = Settings::resolve("producer", file, &args(), []).unwrap();
         let section: ProducerSection = s.stage_settings().unwrap();
-        assert_eq!(
-            section,
-            ProducerSection {
-                customers: 12,
-                seed: 0
-            }
-        );
+        assert_eq!(section, ProducerSection { customers: 12, seed: 0 });
     }
 
     #[rstest]
@@ -474,11 +421,7 @@ mod tests {
         "topics:\n  transactions: {partitions: many}",
         "topics.transactions.partitions"
     )]
-    #[case::zero_partitions(
-        args(),
-        "topics:\n  pipeline-stats: {partitions: 0}",
-        "topics.pipeline-stats.partitions"
-    )]
+    #[case::zero_partitions(args(), "topics:\n  pipeline-stats: {partitions: 0}", "topics.pipeline-stats.partitions")]
     #[case::not_co_partitioned(
         args(),
         "topics:\n  transactions: {partitions: 12}",
@@ -491,15 +434,11 @@ mod tests {
         "kafka.properties.bootstrap.servers"
     )]
     fn errors_name_the_key(#[case] args: RuntimeArgs, #[case] yaml: &str, #[case] key: &str) {
-        let err = PipelineFile::parse(yaml)
-            .and_then(|file| Settings::resolve("producer", file, &args, []))
-            .unwrap_err();
+        let err =
+            PipelineFile::parse(yaml).and_then(|file| Settings::resolve("producer", file, &args, [])).unwrap_err();
         assert_eq!(err.key, key, "{err}");
         let line = err.to_string();
-        assert!(
-            line.starts_with(&format!("invalid configuration: {key}: ")),
-            "{line}"
-        );
+        assert!(line.starts_with(&format!("invalid configuration: {key}: ")), "{line}");
         assert!(!line.contains('\n'), "{line}");
     }
 
@@ -517,10 +456,7 @@ mod tests {
 
     #[test]
     fn missing_file_names_pipeline_config() {
-        let a = RuntimeArgs {
-            config: Some("/nonexistent/pipeline.yaml".into()),
-            ..args()
-        };
+        let a = RuntimeArgs { config: Some("/nonexistent/pipeline.yaml".into()), ..args() };
         let err = Settings::load_with_env("producer", &a, []).unwrap_err();
         assert_eq!(err.key, "PIPELINE_CONFIG");
     }

@@ -49,11 +49,7 @@ impl DeadLetter {
     pub fn from_message<M: Message>(message: &M, reason: &str, error: impl Into<String>) -> Self {
         let traceparent = message
             .headers()
-            .and_then(|h| {
-                h.iter()
-                    .find(|h| h.key == TRACEPARENT)
-                    .and_then(|h| h.value)
-            })
+            .and_then(|h| h.iter().find(|h| h.key == TRACEPARENT).and_then(|h| h.value))
             .map(|v| String::from_utf8_lossy(v).into_owned());
         DeadLetter {
             key: message.key().map(<[u8]>::to_vec),
@@ -78,10 +74,7 @@ pub struct DeadLetterWriter {
 impl DeadLetterWriter {
     /// A writer for `stage` into `topic` (`P.dead-letter`).
     pub fn new(topic: impl Into<String>, stage: impl Into<String>) -> Self {
-        DeadLetterWriter {
-            topic: topic.into(),
-            stage: stage.into(),
-        }
+        DeadLetterWriter { topic: topic.into(), stage: stage.into() }
     }
 
     /// The record for `letter`, to send with any producer (also a transactional one).
@@ -89,35 +82,14 @@ impl DeadLetterWriter {
         let partition = letter.source_partition.to_string();
         let offset = letter.source_offset.to_string();
         let mut h = OwnedHeaders::new_with_capacity(7)
-            .insert(Header {
-                key: headers::SOURCE_TOPIC,
-                value: Some(letter.source_topic.as_bytes()),
-            })
-            .insert(Header {
-                key: headers::SOURCE_PARTITION,
-                value: Some(partition.as_bytes()),
-            })
-            .insert(Header {
-                key: headers::SOURCE_OFFSET,
-                value: Some(offset.as_bytes()),
-            })
-            .insert(Header {
-                key: headers::STAGE,
-                value: Some(self.stage.as_bytes()),
-            })
-            .insert(Header {
-                key: headers::REASON,
-                value: Some(letter.reason.as_bytes()),
-            })
-            .insert(Header {
-                key: headers::ERROR,
-                value: Some(letter.error.as_bytes()),
-            });
+            .insert(Header { key: headers::SOURCE_TOPIC, value: Some(letter.source_topic.as_bytes()) })
+            .insert(Header { key: headers::SOURCE_PARTITION, value: Some(partition.as_bytes()) })
+            .insert(Header { key: headers::SOURCE_OFFSET, value: Some(offset.as_bytes()) })
+            .insert(Header { key: headers::STAGE, value: Some(self.stage.as_bytes()) })
+            .insert(Header { key: headers::REASON, value: Some(letter.reason.as_bytes()) })
+            .insert(Header { key: headers::ERROR, value: Some(letter.error.as_bytes()) });
         if let Some(tp) = &letter.traceparent {
-            h = h.insert(Header {
-                key: TRACEPARENT,
-                value: Some(tp.as_bytes()),
-            });
+            h = h.insert(Header { key: TRACEPARENT, value: Some(tp.as_bytes()) });
         }
         let mut record = FutureRecord::to(&self.topic).headers(h);
         if let Some(key) = &letter.key {
@@ -130,15 +102,7 @@ impl DeadLetterWriter {
     }
 
     /// Sends `letter` and waits for the acknowledgement.
-    pub async fn send(
-        &self,
-        producer: &FutureProducer,
-        letter: &DeadLetter,
-    ) -> Result<(), KafkaError> {
-        producer
-            .send(self.record(letter), Duration::from_secs(30))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
+    pub async fn send(&self, producer: &FutureProducer, letter: &DeadLetter) -> Result<(), KafkaError> {
+        producer.send(self.record(letter), Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
     }
 }

@@ -22,8 +22,7 @@ pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5e1f_0a3c_8d2b_4c7e_9a61_
 /// A deterministic event id derived from the ids of the events that caused it, so a
 /// replay of the same input produces the same output ids (downstream can deduplicate).
 pub fn derived_event_id(kind: &str, parts: &[&[u8]]) -> Uuid {
-    let mut name =
-        Vec::with_capacity(kind.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    let mut name = Vec::with_capacity(kind.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
     name.extend_from_slice(kind.as_bytes());
     for part in parts {
         name.push(0);
@@ -33,9 +32,7 @@ pub fn derived_event_id(kind: &str, parts: &[&[u8]]) -> Uuid {
 }
 
 /// What happened on a customer's current account.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransactionKind {
     /// Monthly pay from the employer (credit).
@@ -83,9 +80,7 @@ impl TransactionKind {
 }
 
 /// The merchant category of a card, gambling or BNPL payment.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MerchantCategory {
     Groceries,
@@ -184,9 +179,7 @@ pub struct CustomerOutcome {
 }
 
 /// Risk band of a score.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RiskBand {
     Low,
@@ -482,10 +475,7 @@ mod tests {
         assert_eq!(a, derived_event_id("risk-score", &[b"abc"]));
         assert_ne!(a, derived_event_id("intervention", &[b"abc"]));
         // The separator keeps ("ab","c") and ("a","bc") apart.
-        assert_ne!(
-            derived_event_id("k", &[b"ab", b"c"]),
-            derived_event_id("k", &[b"a", b"bc"])
-        );
+        assert_ne!(derived_event_id("k", &[b"ab", b"c"]), derived_event_id("k", &[b"a", b"bc"]));
         assert_eq!(a.get_version_num(), 5);
     }
 

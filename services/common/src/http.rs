@@ -66,10 +66,7 @@ async fn metrics(State(state): State<HealthState>) -> impl IntoResponse {
     match encoded {
         Ok(()) => (
             StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             body,
         )
             .into_response(),
@@ -87,9 +84,7 @@ pub async fn serve(
     let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+        axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
     });
     Ok((addr, task))
 }
@@ -100,16 +95,15 @@ pub fn cancel_on_signal(token: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot listen for SIGTERM");
-                        let _ = ctrl_c.await;
-                        token.cancel();
-                        return;
-                    }
-                };
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
             tokio::select! {
                 _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
                 _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
@@ -133,24 +127,14 @@ mod tests {
         let counter = prometheus_client::metrics::counter::Counter::<u64>::default();
         registry.register("eventpipe_test_things", "Things", counter.clone());
         counter.inc_by(3);
-        let state = HealthState {
-            readiness: Readiness::default(),
-            registry: Arc::new(Mutex::new(registry)),
-        };
+        let state = HealthState { readiness: Readiness::default(), registry: Arc::new(Mutex::new(registry)) };
         let shutdown = CancellationToken::new();
-        let (addr, task) = serve(0, router(state.clone()), shutdown.clone())
-            .await
-            .unwrap();
+        let (addr, task) = serve(0, router(state.clone()), shutdown.clone()).await.unwrap();
         let get = |path: &'static str| async move {
-            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", addr.port()))
-                .await
-                .unwrap();
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", addr.port())).await.unwrap();
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             stream
-                .write_all(
-                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
-                )
+                .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
                 .await
                 .unwrap();
             let mut out = String::new();
@@ -162,10 +146,7 @@ mod tests {
         state.readiness.set(true);
         assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
         let metrics = get("/metrics").await;
-        assert!(
-            metrics.contains("eventpipe_test_things_total 3"),
-            "{metrics}"
-        );
+        assert!(metrics.contains("eventpipe_test_things_total 3"), "{metrics}");
         shutdown.cancel();
         task.await.unwrap().unwrap();
     }

@@ -48,10 +48,7 @@ impl StageRuntime {
         let readiness = Readiness::default();
         let shutdown = CancellationToken::new();
         http::cancel_on_signal(shutdown.clone());
-        let mut router = http::router(HealthState {
-            readiness: readiness.clone(),
-            registry: registry.clone(),
-        });
+        let mut router = http::router(HealthState { readiness: readiness.clone(), registry: registry.clone() });
         if let Some(extra) = routes {
             router = router.merge(extra);
         }

@@ -65,23 +65,13 @@ impl StageMetrics {
                 produced: AtomicU64::new(0),
                 dead_lettered: AtomicU64::new(0),
                 lag: AtomicU64::new(0),
-                latency_us: Mutex::new(
-                    Hdr::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
-                ),
+                latency_us: Mutex::new(Hdr::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds")),
                 started: Mutex::new(Utc::now()),
             },
         };
         let r = registry.sub_registry_with_prefix("eventpipe");
-        r.register(
-            "records_consumed",
-            "Records consumed from the input topics",
-            metrics.consumed.clone(),
-        );
-        r.register(
-            "records_produced",
-            "Records produced and acknowledged",
-            metrics.produced.clone(),
-        );
+        r.register("records_consumed", "Records consumed from the input topics", metrics.consumed.clone());
+        r.register("records_produced", "Records produced and acknowledged", metrics.produced.clone());
         r.register(
             "records_dead_lettered",
             "Records sent to the dead-letter topic, by reason",
@@ -92,11 +82,7 @@ impl StageMetrics {
             "Time from receiving a record to its output being acknowledged",
             metrics.latency.clone(),
         );
-        r.register(
-            "consumer_lag",
-            "Records behind the end of the assigned input partitions",
-            metrics.lag.clone(),
-        );
+        r.register("consumer_lag", "Records behind the end of the assigned input partitions", metrics.lag.clone());
         Arc::new(metrics)
     }
 
@@ -114,11 +100,7 @@ impl StageMetrics {
 
     /// Counts one dead-lettered record.
     pub fn record_dead_letter(&self, reason: &str) {
-        self.dead_lettered
-            .get_or_create(&ReasonLabel {
-                reason: reason.to_owned(),
-            })
-            .inc();
+        self.dead_lettered.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
         self.window.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -126,11 +108,7 @@ impl StageMetrics {
     pub fn record_latency(&self, latency: Duration) {
         self.latency.observe(latency.as_secs_f64());
         let us = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
-        self.window
-            .latency_us
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .saturating_record(us);
+        self.window.latency_us.lock().unwrap_or_else(|e| e.into_inner()).saturating_record(us);
     }
 
     /// Sets the current consumer lag.
@@ -141,20 +119,9 @@ impl StageMetrics {
 
     /// Closes the current window and returns its StageStats.
     pub fn take_window(&self, now: DateTime<Utc>) -> StageStats {
-        let started = std::mem::replace(
-            &mut *self
-                .window
-                .started
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-            now,
-        );
+        let started = std::mem::replace(&mut *self.window.started.lock().unwrap_or_else(|e| e.into_inner()), now);
         let latency = {
-            let mut h = self
-                .window
-                .latency_us
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut h = self.window.latency_us.lock().unwrap_or_else(|e| e.into_inner());
             let p = if h.is_empty() {
                 LatencyPercentiles::default()
             } else {
@@ -231,10 +198,7 @@ mod tests {
         m.set_lag(42);
         let start = *m.window.started.lock().unwrap();
         let s = m.take_window(start + chrono::Duration::milliseconds(1000));
-        assert_eq!(
-            (s.consumed, s.produced, s.dead_lettered, s.lag, s.window_ms),
-            (5, 3, 1, 42, 1000)
-        );
+        assert_eq!((s.consumed, s.produced, s.dead_lettered, s.lag, s.window_ms), (5, 3, 1, 42, 1000));
         assert!((s.latency.p50_ms - 50.0).abs() < 1.0, "{:?}", s.latency);
         assert!((s.latency.p99_ms - 99.0).abs() < 1.0, "{:?}", s.latency);
         let s = m.take_window(Utc::now());
@@ -242,13 +206,7 @@ mod tests {
         assert_eq!(s.latency, LatencyPercentiles::default());
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        assert!(
-            text.contains("eventpipe_records_consumed_total 5"),
-            "{text}"
-        );
-        assert!(
-            text.contains("eventpipe_records_dead_lettered_total{reason=\"late\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("eventpipe_records_consumed_total 5"), "{text}");
+        assert!(text.contains("eventpipe_records_dead_lettered_total{reason=\"late\"} 1"), "{text}");
     }
 }

@@ -39,21 +39,13 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber for `service`. Call once, early in `main`, inside the
 /// tokio runtime (the OTLP exporter needs it).
 pub fn init(service: &str, format: LogFormat) -> TelemetryGuard {
-    let mut builder = SdkTracerProvider::builder().with_resource(
-        Resource::builder()
-            .with_service_name(service.to_owned())
-            .build(),
-    );
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
-        .filter(|s| !s.is_empty());
+    let mut builder =
+        SdkTracerProvider::builder().with_resource(Resource::builder().with_service_name(service.to_owned()).build());
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|s| !s.is_empty());
     let mut export_error = None;
     if endpoint.is_some() {
         // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT (and the other OTEL_* vars) itself.
-        match opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()
-        {
+        match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
             Ok(exporter) => builder = builder.with_batch_exporter(exporter),
             Err(e) => export_error = Some(e.to_string()),
         }
@@ -62,14 +54,9 @@ pub fn init(service: &str, format: LogFormat) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_owned()));
 
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
     let fmt = match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false).boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
     };
     // The filter applies to the log output only: spans stay enabled for the OpenTelemetry
@@ -111,10 +98,7 @@ pub fn inject_trace(span: &tracing::Span, headers: OwnedHeaders) -> OwnedHeaders
 /// Appends pre-computed string headers.
 pub fn append_headers(mut headers: OwnedHeaders, pairs: &[(String, String)]) -> OwnedHeaders {
     for (key, value) in pairs {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
-        });
+        headers = headers.insert(Header { key, value: Some(value.as_bytes()) });
     }
     headers
 }
@@ -152,9 +136,5 @@ pub fn continue_trace<H: Headers>(span: &tracing::Span, headers: Option<&H>) {
 
 /// The value of header `key`, as UTF-8.
 pub fn header_str<'a, H: Headers>(headers: &'a H, key: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
+    headers.iter().find(|h| h.key == key).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
 }

@@ -10,9 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A topic of the pipeline, by its role.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Topic {
     Transactions,
@@ -80,56 +78,16 @@ impl Topic {
     /// The defaults of ARCHITECTURE.md.
     pub const fn defaults(self) -> TopicDefaults {
         let (partitions, cleanup, co_partitioned) = match self {
-            Topic::Transactions => (
-                6,
-                Cleanup::Delete {
-                    retention_ms: 7 * DAY_MS,
-                },
-                false,
-            ),
-            Topic::CustomerOutcomes => (
-                6,
-                Cleanup::Delete {
-                    retention_ms: 30 * DAY_MS,
-                },
-                true,
-            ),
+            Topic::Transactions => (6, Cleanup::Delete { retention_ms: 7 * DAY_MS }, false),
+            Topic::CustomerOutcomes => (6, Cleanup::Delete { retention_ms: 30 * DAY_MS }, true),
             Topic::CustomerFeatures => (6, Cleanup::Compact, true),
-            Topic::RiskScores => (
-                6,
-                Cleanup::Delete {
-                    retention_ms: 30 * DAY_MS,
-                },
-                true,
-            ),
+            Topic::RiskScores => (6, Cleanup::Delete { retention_ms: 30 * DAY_MS }, true),
             Topic::InterventionState => (6, Cleanup::Compact, true),
-            Topic::Interventions => (
-                6,
-                Cleanup::Delete {
-                    retention_ms: 90 * DAY_MS,
-                },
-                true,
-            ),
-            Topic::PipelineStats => (
-                1,
-                Cleanup::Delete {
-                    retention_ms: DAY_MS,
-                },
-                false,
-            ),
-            Topic::DeadLetter => (
-                3,
-                Cleanup::Delete {
-                    retention_ms: 14 * DAY_MS,
-                },
-                false,
-            ),
+            Topic::Interventions => (6, Cleanup::Delete { retention_ms: 90 * DAY_MS }, true),
+            Topic::PipelineStats => (1, Cleanup::Delete { retention_ms: DAY_MS }, false),
+            Topic::DeadLetter => (3, Cleanup::Delete { retention_ms: 14 * DAY_MS }, false),
         };
-        TopicDefaults {
-            partitions,
-            cleanup,
-            co_partitioned,
-        }
+        TopicDefaults { partitions, cleanup, co_partitioned }
     }
 
     /// The Kafka topic name for pipeline `pipeline`: `P.<logical>`.
@@ -174,10 +132,7 @@ pub struct TopicSpec {
 }
 
 /// Resolves every topic of pipeline `pipeline` from the defaults and the overrides.
-pub fn resolve_topics(
-    pipeline: &str,
-    overrides: &BTreeMap<Topic, TopicOverride>,
-) -> Vec<TopicSpec> {
+pub fn resolve_topics(pipeline: &str, overrides: &BTreeMap<Topic, TopicOverride>) -> Vec<TopicSpec> {
     Topic::ALL
         .into_iter()
         .map(|topic| {
@@ -238,19 +193,10 @@ mod tests {
         assert_eq!(tx.partitions, 12);
         assert_eq!(tx.config["retention.ms"], "1000");
         assert_eq!(tx.config["min.insync.replicas"], "2");
-        let features = specs
-            .iter()
-            .find(|s| s.topic == Topic::CustomerFeatures)
-            .unwrap();
+        let features = specs.iter().find(|s| s.topic == Topic::CustomerFeatures).unwrap();
         assert_eq!(features.config["cleanup.policy"], "compact");
         assert!(!features.config.contains_key("retention.ms"));
-        let stats = specs
-            .iter()
-            .find(|s| s.topic == Topic::PipelineStats)
-            .unwrap();
-        assert_eq!(
-            (stats.partitions, stats.config["retention.ms"].as_str()),
-            (1, "86400000")
-        );
+        let stats = specs.iter().find(|s| s.topic == Topic::PipelineStats).unwrap();
+        assert_eq!((stats.partitions, stats.config["retention.ms"].as_str()), (1, "86400000"));
     }
 }

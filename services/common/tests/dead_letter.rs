@@ -33,55 +33,33 @@ async fn dead_letter_keeps_key_bytes_and_says_where_from_and_why() {
             FutureRecord::to(&transactions)
                 .key("C0000042")
                 .payload(garbage)
-                .headers(OwnedHeaders::new().insert(Header {
-                    key: TRACEPARENT,
-                    value: Some(tp),
-                })),
+                .headers(OwnedHeaders::new().insert(Header { key: TRACEPARENT, value: Some(tp) })),
             Duration::from_secs(30),
         )
         .await
         .unwrap();
 
-    let consumer: StreamConsumer = broker
-        .kafka
-        .consumer_config("dlq-reader", &format!("{}.a", broker.pipeline))
-        .create()
-        .unwrap();
+    let consumer: StreamConsumer =
+        broker.kafka.consumer_config("dlq-reader", &format!("{}.a", broker.pipeline)).create().unwrap();
     consumer.subscribe(&[&transactions]).unwrap();
     let original = next(&consumer).await;
 
     let writer = DeadLetterWriter::new(broker.topic(Topic::DeadLetter), "feature-processor");
-    let letter =
-        DeadLetter::from_message(&original, "malformed", "expected ident at line 1 column 2");
+    let letter = DeadLetter::from_message(&original, "malformed", "expected ident at line 1 column 2");
     writer.send(&producer, &letter).await.unwrap();
 
-    let dlq: StreamConsumer = broker
-        .kafka
-        .consumer_config("dlq-reader", &format!("{}.b", broker.pipeline))
-        .create()
-        .unwrap();
+    let dlq: StreamConsumer =
+        broker.kafka.consumer_config("dlq-reader", &format!("{}.b", broker.pipeline)).create().unwrap();
     dlq.subscribe(&[&broker.topic(Topic::DeadLetter)]).unwrap();
     let dead = next(&dlq).await;
     assert_eq!(dead.key(), Some(&b"C0000042"[..]));
     assert_eq!(dead.payload(), Some(garbage));
     let h = dead.headers().unwrap();
-    assert_eq!(
-        header_str(h, headers::SOURCE_TOPIC),
-        Some(transactions.as_str())
-    );
-    assert_eq!(
-        header_str(h, headers::SOURCE_PARTITION),
-        Some(original.partition().to_string().as_str())
-    );
-    assert_eq!(
-        header_str(h, headers::SOURCE_OFFSET),
-        Some(original.offset().to_string().as_str())
-    );
+    assert_eq!(header_str(h, headers::SOURCE_TOPIC), Some(transactions.as_str()));
+    assert_eq!(header_str(h, headers::SOURCE_PARTITION), Some(original.partition().to_string().as_str()));
+    assert_eq!(header_str(h, headers::SOURCE_OFFSET), Some(original.offset().to_string().as_str()));
     assert_eq!(header_str(h, headers::STAGE), Some("feature-processor"));
     assert_eq!(header_str(h, headers::REASON), Some("malformed"));
-    assert_eq!(
-        header_str(h, headers::ERROR),
-        Some("expected ident at line 1 column 2")
-    );
+    assert_eq!(header_str(h, headers::ERROR), Some("expected ident at line 1 column 2"));
     assert_eq!(header_str(h, TRACEPARENT), Some(tp));
 }

@@ -30,19 +30,12 @@ fn committed_schemas_match_the_types() {
         "stale JSON Schemas: {stale:?}; run UPDATE_SCHEMAS=1 cargo test -p eventpipe-common --test schemas and commit"
     );
     let files = std::fs::read_dir(schema_dir()).unwrap().count();
-    assert_eq!(
-        files,
-        schemas().len(),
-        "schemas/ holds a file no type generates"
-    );
+    assert_eq!(files, schemas().len(), "schemas/ holds a file no type generates");
 }
 
 #[test]
 fn schemas_reject_what_the_types_reject() {
-    let (_, schema) = schemas()
-        .into_iter()
-        .find(|(stem, _)| *stem == "risk-score")
-        .unwrap();
+    let (_, schema) = schemas().into_iter().find(|(stem, _)| *stem == "risk-score").unwrap();
     let validator = jsonschema::validator_for(&serde_json::to_value(&schema).unwrap()).unwrap();
     let valid = serde_json::json!({
         "event_id": "5e1f0a3c-8d2b-4c7e-9a61-0f3b2d4e6a81",

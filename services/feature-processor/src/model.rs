@@ -90,15 +90,9 @@ pub struct RiskModel {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("cannot read model file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("model file {path} is not a valid model: {source}")]
-    Parse {
-        path: String,
-        source: serde_json::Error,
-    },
+    Parse { path: String, source: serde_json::Error },
     #[error("model {version}: {message}")]
     Invalid { version: String, message: String },
 }
@@ -115,14 +109,10 @@ impl RiskModel {
     /// Loads and checks a model file.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Read {
-            path: display.clone(),
-            source,
-        })?;
-        let model: RiskModel = serde_json::from_str(&text).map_err(|source| ModelError::Parse {
-            path: display,
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ModelError::Read { path: display.clone(), source })?;
+        let model: RiskModel =
+            serde_json::from_str(&text).map_err(|source| ModelError::Parse { path: display, source })?;
         model.check()?;
         Ok(model)
     }
@@ -130,10 +120,7 @@ impl RiskModel {
     /// Checks internal consistency: known features, matching lengths, positive stds,
     /// ordered thresholds.
     pub fn check(&self) -> Result<(), ModelError> {
-        let invalid = |message: String| ModelError::Invalid {
-            version: self.version.clone(),
-            message,
-        };
+        let invalid = |message: String| ModelError::Invalid { version: self.version.clone(), message };
         let n = self.features.len();
         if n == 0 || self.means.len() != n || self.stds.len() != n || self.coefficients.len() != n {
             return Err(invalid(format!(
@@ -143,11 +130,7 @@ impl RiskModel {
                 self.coefficients.len()
             )));
         }
-        if let Some(unknown) = self
-            .features
-            .iter()
-            .find(|f| FeatureValues::index_of(f).is_none())
-        {
+        if let Some(unknown) = self.features.iter().find(|f| FeatureValues::index_of(f).is_none()) {
             return Err(invalid(format!("unknown feature `{unknown}`")));
         }
         if self.stds.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
@@ -171,20 +154,12 @@ impl RiskModel {
             let value = values[FeatureValues::index_of(name).expect("checked at load")];
             let contribution = self.coefficients[i] * (value - self.means[i]) / self.stds[i];
             logit += contribution;
-            factors.push(RiskFactor {
-                feature: name.clone(),
-                value,
-                contribution,
-            });
+            factors.push(RiskFactor { feature: name.clone(), value, contribution });
         }
         factors.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
         factors.truncate(3);
         let score = 1.0 / (1.0 + (-logit).exp());
-        Scored {
-            score,
-            band: self.bands.band(score),
-            top_factors: factors,
-        }
+        Scored { score, band: self.bands.band(score), top_factors: factors }
     }
 }
 
@@ -205,11 +180,7 @@ mod tests {
             stds: vec![1.0, 500.0, 0.05, 5.0],
             coefficients: vec![0.8, -0.6, 0.4, 0.1],
             intercept: -3.0,
-            bands: BandThresholds {
-                medium: 0.1,
-                high: 0.3,
-                critical: 0.6,
-            },
+            bands: BandThresholds { medium: 0.1, high: 0.3, critical: 0.6 },
             metrics: ModelMetrics {
                 roc_auc: 0.9,
                 brier_score: 0.01,
@@ -220,13 +191,7 @@ mod tests {
                 test_customers: 1,
                 bands: vec![],
             },
-            training: TrainingInfo {
-                customers: 1,
-                days: 1,
-                seed: 1,
-                horizon_days: 30,
-                library: "test".into(),
-            },
+            training: TrainingInfo { customers: 1, days: 1, seed: 1, horizon_days: 30, library: "test".into() },
         }
     }
 
@@ -243,15 +208,8 @@ mod tests {
         let logit: f64 = -3.0 + 1.6 + 1.8 + 0.4 - 0.1;
         assert!((scored.score - 1.0 / (1.0 + (-logit).exp())).abs() < 1e-12);
         assert_eq!(scored.band, RiskBand::Critical); // σ(0.7) = 0.668 ≥ 0.6
-        let names: Vec<&str> = scored
-            .top_factors
-            .iter()
-            .map(|f| f.feature.as_str())
-            .collect();
-        assert_eq!(
-            names,
-            ["balance_min_7d", "failed_debits_30d", "gambling_share_30d"]
-        );
+        let names: Vec<&str> = scored.top_factors.iter().map(|f| f.feature.as_str()).collect();
+        assert_eq!(names, ["balance_min_7d", "failed_debits_30d", "gambling_share_30d"]);
         assert!((scored.top_factors[0].contribution - 1.8).abs() < 1e-12);
         assert_eq!(scored.top_factors[0].value, -500.0);
     }
@@ -269,11 +227,7 @@ mod tests {
     fn inconsistent_models_are_rejected() {
         let mut m = model();
         m.features[0] = "shoe_size".into();
-        assert!(m
-            .check()
-            .unwrap_err()
-            .to_string()
-            .contains("unknown feature `shoe_size`"));
+        assert!(m.check().unwrap_err().to_string().contains("unknown feature `shoe_size`"));
         let mut m = model();
         m.stds[1] = 0.0;
         assert!(m.check().is_err());

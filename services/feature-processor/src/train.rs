@@ -22,11 +22,7 @@ use crate::model::{BandMetrics, BandThresholds, ModelMetrics, RiskModel, Trainin
 use crate::window::CustomerWindow;
 
 /// Band thresholds written into trained models.
-pub const DEFAULT_BANDS: BandThresholds = BandThresholds {
-    medium: 0.05,
-    high: 0.20,
-    critical: 0.50,
-};
+pub const DEFAULT_BANDS: BandThresholds = BandThresholds { medium: 0.05, high: 0.20, critical: 0.50 };
 
 /// What to train on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,11 +54,7 @@ pub enum TrainError {
 /// Every labelled customer-day of a simulation.
 pub fn build_dataset(config: &TrainConfig) -> Vec<Row> {
     let start = NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid date");
-    let mut sim = Simulator::new(SimConfig {
-        customers: config.customers,
-        seed: config.seed,
-        start,
-    });
+    let mut sim = Simulator::new(SimConfig { customers: config.customers, seed: config.seed, start });
     let n = config.customers as usize;
     let mut windows = vec![CustomerWindow::default(); n];
     let mut in_default = vec![false; n];
@@ -101,24 +93,15 @@ pub fn build_dataset(config: &TrainConfig) -> Vec<Row> {
     snapshots
         .into_iter()
         .filter_map(|(customer, day, features)| {
-            let label = default_days[customer as usize]
-                .iter()
-                .any(|&d| d > day && d <= day + horizon);
+            let label = default_days[customer as usize].iter().any(|&d| d > day && d <= day + horizon);
             let observed = day + horizon < config.days;
-            (label || observed).then_some(Row {
-                customer,
-                day,
-                features,
-                label,
-            })
+            (label || observed).then_some(Row { customer, day, features, label })
         })
         .collect()
 }
 
 fn customer_index(id: &str) -> usize {
-    id[1..]
-        .parse()
-        .expect("simulator customer ids are C + digits")
+    id[1..].parse().expect("simulator customer ids are C + digits")
 }
 
 /// Whether `customer` is held out for testing (about one in five, fixed by the seed).
@@ -132,25 +115,18 @@ pub fn is_test_customer(customer: u32, seed: u64) -> bool {
 /// Trains a model on a fresh simulation.
 pub fn train(config: &TrainConfig) -> Result<RiskModel, TrainError> {
     let rows = build_dataset(config);
-    let (test, train): (Vec<&Row>, Vec<&Row>) = rows
-        .iter()
-        .partition(|r| is_test_customer(r.customer, config.seed));
+    let (test, train): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| is_test_customer(r.customer, config.seed));
     if !train.iter().any(|r| r.label) || !test.iter().any(|r| r.label) {
         return Err(TrainError::NoPositives);
     }
     let names = FeatureValues::NAMES;
     let k = names.len();
     let raw = |rows: &[&Row]| {
-        Array2::from_shape_vec(
-            (rows.len(), k),
-            rows.iter().flat_map(|r| r.features.values()).collect(),
-        )
-        .expect("rows have k features")
+        Array2::from_shape_vec((rows.len(), k), rows.iter().flat_map(|r| r.features.values()).collect())
+            .expect("rows have k features")
     };
     let x_train = raw(&train);
-    let means: Vec<f64> = (0..k)
-        .map(|j| x_train.column(j).mean().unwrap_or(0.0))
-        .collect();
+    let means: Vec<f64> = (0..k).map(|j| x_train.column(j).mean().unwrap_or(0.0)).collect();
     let stds: Vec<f64> = (0..k)
         .map(|j| {
             let s = x_train.column(j).std(0.0);
@@ -166,10 +142,7 @@ pub fn train(config: &TrainConfig) -> Result<RiskModel, TrainError> {
         z.column_mut(j).mapv_inplace(|v| (v - means[j]) / stds[j]);
     }
     let y: Array1<bool> = train.iter().map(|r| r.label).collect();
-    let fitted = LogisticRegression::default()
-        .alpha(0.1)
-        .max_iterations(300)
-        .fit(&Dataset::new(z, y))?;
+    let fitted = LogisticRegression::default().alpha(0.1).max_iterations(300).fit(&Dataset::new(z, y))?;
     // linfa's "positive" class is the larger one (no default): flip to P(default).
     let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
     let coefficients: Vec<f64> = fitted.params().iter().map(|c| sign * c).collect();
@@ -207,18 +180,11 @@ pub fn train(config: &TrainConfig) -> Result<RiskModel, TrainError> {
     model.bands = DEFAULT_BANDS;
 
     // Held-out metrics, scored through the same path as the stream.
-    let scored: Vec<(f64, bool)> = test
-        .iter()
-        .map(|r| (model.score(&r.features).score, r.label))
-        .collect();
+    let scored: Vec<(f64, bool)> = test.iter().map(|r| (model.score(&r.features).score, r.label)).collect();
     model.metrics.roc_auc = roc_auc(&scored);
-    model.metrics.brier_score = scored
-        .iter()
-        .map(|(p, y)| (p - f64::from(u8::from(*y))).powi(2))
-        .sum::<f64>()
-        / scored.len() as f64;
-    model.metrics.base_rate =
-        scored.iter().filter(|(_, y)| *y).count() as f64 / scored.len() as f64;
+    model.metrics.brier_score =
+        scored.iter().map(|(p, y)| (p - f64::from(u8::from(*y))).powi(2)).sum::<f64>() / scored.len() as f64;
+    model.metrics.base_rate = scored.iter().filter(|(_, y)| *y).count() as f64 / scored.len() as f64;
     model.metrics.bands = [
         (RiskBand::Medium, model.bands.medium),
         (RiskBand::High, model.bands.high),
@@ -232,10 +198,7 @@ pub fn train(config: &TrainConfig) -> Result<RiskModel, TrainError> {
 }
 
 fn distinct_customers(rows: &[&Row]) -> usize {
-    rows.iter()
-        .map(|r| r.customer)
-        .collect::<BTreeSet<_>>()
-        .len()
+    rows.iter().map(|r| r.customer).collect::<BTreeSet<_>>().len()
 }
 
 /// Precision and recall of flagging scores ≥ `threshold`.
@@ -280,21 +243,12 @@ pub fn roc_auc(scored: &[(f64, bool)]) -> f64 {
 /// A version string that changes with the parameters: `pd<horizon>-s<seed>-<hash>`.
 fn version(model: &RiskModel) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for v in model
-        .coefficients
-        .iter()
-        .chain(&model.means)
-        .chain(&model.stds)
-        .chain([&model.intercept])
-    {
+    for v in model.coefficients.iter().chain(&model.means).chain(&model.stds).chain([&model.intercept]) {
         for b in v.to_bits().to_le_bytes() {
             hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
     }
-    format!(
-        "pd{}-s{}-{:08x}",
-        model.training.horizon_days, model.training.seed, hash as u32
-    )
+    format!("pd{}-s{}-{:08x}", model.training.horizon_days, model.training.seed, hash as u32)
 }
 
 #[cfg(test)]
@@ -303,19 +257,10 @@ mod tests {
 
     #[test]
     fn auc_of_known_rankings() {
-        assert_eq!(
-            roc_auc(&[(0.1, false), (0.2, false), (0.8, true), (0.9, true)]),
-            1.0
-        );
-        assert_eq!(
-            roc_auc(&[(0.1, true), (0.2, true), (0.8, false), (0.9, false)]),
-            0.0
-        );
+        assert_eq!(roc_auc(&[(0.1, false), (0.2, false), (0.8, true), (0.9, true)]), 1.0);
+        assert_eq!(roc_auc(&[(0.1, true), (0.2, true), (0.8, false), (0.9, false)]), 0.0);
         // One tie between a positive and a negative counts half: (1 + 0.5) / 2.
-        assert_eq!(
-            roc_auc(&[(0.1, false), (0.5, false), (0.5, true), (0.9, true)]),
-            0.875
-        );
+        assert_eq!(roc_auc(&[(0.1, false), (0.5, false), (0.5, true), (0.9, true)]), 0.875);
     }
 
     #[test]
@@ -323,12 +268,8 @@ mod tests {
         let held_out = (0..10_000).filter(|c| is_test_customer(*c, 42)).count();
         assert!((1_800..2_200).contains(&held_out), "{held_out}");
         assert_ne!(
-            (0..100)
-                .filter(|c| is_test_customer(*c, 42))
-                .collect::<Vec<_>>(),
-            (0..100)
-                .filter(|c| is_test_customer(*c, 43))
-                .collect::<Vec<_>>()
+            (0..100).filter(|c| is_test_customer(*c, 42)).collect::<Vec<_>>(),
+            (0..100).filter(|c| is_test_customer(*c, 43)).collect::<Vec<_>>()
         );
     }
 }

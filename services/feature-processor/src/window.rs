@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use eventpipe_common::events::{
-    CustomerFeatures, DayBucket, FeatureValues, LastScore, MerchantCategory, SalaryCredit,
-    TransactionEvent, TransactionKind, SCHEMA_VERSION,
+    CustomerFeatures, DayBucket, FeatureValues, LastScore, MerchantCategory, SalaryCredit, TransactionEvent,
+    TransactionKind, SCHEMA_VERSION,
 };
 
 /// Days of history kept per customer (the longest window, `missed_repayments_90d`).
@@ -131,10 +131,7 @@ impl CustomerWindow {
             TransactionKind::OverdraftFee => bucket.overdraft_fees += 1,
             TransactionKind::BnplPurchase => bucket.bnpl_count += 1,
             TransactionKind::SalaryCredit => {
-                let credit = SalaryCredit {
-                    day,
-                    amount_minor: event.amount_minor,
-                };
+                let credit = SalaryCredit { day, amount_minor: event.amount_minor };
                 let at = self.salaries.partition_point(|s| s.day <= day);
                 self.salaries.insert(at, credit);
                 if self.salaries.len() > SALARIES_KEPT {
@@ -149,11 +146,7 @@ impl CustomerWindow {
         }
         // Roll the ring: drop days that fell out of the longest window.
         let latest_day = self.latest_day().expect("set above");
-        while self
-            .days
-            .front()
-            .is_some_and(|b| (latest_day - b.day).num_days() >= RING_DAYS)
-        {
+        while self.days.front().is_some_and(|b| (latest_day - b.day).num_days() >= RING_DAYS) {
             self.days.pop_front();
         }
         Applied::Applied { new_day }
@@ -161,13 +154,7 @@ impl CustomerWindow {
 
     /// Sums `f` over buckets of the `window` days ending with `as_of` (inclusive),
     /// shifted back by `offset` days.
-    fn sum(
-        &self,
-        as_of: NaiveDate,
-        window: i64,
-        offset: i64,
-        f: impl Fn(&DayBucket) -> i64,
-    ) -> i64 {
+    fn sum(&self, as_of: NaiveDate, window: i64, offset: i64, f: impl Fn(&DayBucket) -> i64) -> i64 {
         self.days
             .iter()
             .filter(|b| {
@@ -182,12 +169,7 @@ impl CustomerWindow {
     /// carried forward over days without activity; `None` before the first known day.
     fn closing_balances(&self, as_of: NaiveDate, window: i64) -> Vec<Option<i64>> {
         let first = as_of - TimeDelta::days(window - 1);
-        let mut carried = self
-            .days
-            .iter()
-            .take_while(|b| b.day < first)
-            .last()
-            .map(|b| b.closing_balance_minor);
+        let mut carried = self.days.iter().take_while(|b| b.day < first).last().map(|b| b.closing_balance_minor);
         let mut buckets = self.days.iter().skip_while(|b| b.day < first).peekable();
         (0..window)
             .map(|i| {
@@ -218,29 +200,18 @@ impl CustomerWindow {
         .max(0);
         let salary_drop_ratio = match self.salaries.split_last() {
             Some((last, previous)) if !previous.is_empty() => {
-                let mean = previous.iter().map(|s| s.amount_minor as f64).sum::<f64>()
-                    / previous.len() as f64;
+                let mean = previous.iter().map(|s| s.amount_minor as f64).sum::<f64>() / previous.len() as f64;
                 (1.0 - last.amount_minor as f64 / mean).clamp(0.0, 1.0)
             }
             _ => 0.0,
         };
 
         // Lowest balance over 7 days: intraday minima, and carried balances on quiet days.
-        let min_in_buckets = self
-            .days
-            .iter()
-            .filter(|b| (as_of - b.day).num_days() < 7)
-            .map(|b| b.min_balance_minor);
-        let balance_min_7d = min_in_buckets
-            .chain(closing_7.iter().flatten().copied())
-            .min()
-            .map_or(0.0, major);
+        let min_in_buckets = self.days.iter().filter(|b| (as_of - b.day).num_days() < 7).map(|b| b.min_balance_minor);
+        let balance_min_7d = min_in_buckets.chain(closing_7.iter().flatten().copied()).min().map_or(0.0, major);
 
-        let points: Vec<(f64, f64)> = closing_30
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| b.map(|b| (i as f64, major(b))))
-            .collect();
+        let points: Vec<(f64, f64)> =
+            closing_30.iter().enumerate().filter_map(|(i, b)| b.map(|b| (i as f64, major(b)))).collect();
         let balance_trend_30d = slope(&points);
         let days_overdrawn_30d = closing_30.iter().flatten().filter(|b| **b < 0).count() as f64;
 
@@ -263,8 +234,7 @@ impl CustomerWindow {
             balance_trend_30d,
             days_overdrawn_30d,
             failed_debits_30d: self.sum(as_of, 30, 0, |b| i64::from(b.failed_debits)) as f64,
-            missed_repayments_90d: self.sum(as_of, 90, 0, |b| i64::from(b.missed_repayments))
-                as f64,
+            missed_repayments_90d: self.sum(as_of, 90, 0, |b| i64::from(b.missed_repayments)) as f64,
             overdraft_fees_30d: self.sum(as_of, 30, 0, |b| i64::from(b.overdraft_fees)) as f64,
             atm_cash_share_30d: share(self.sum(as_of, 30, 0, |b| b.atm_minor)),
             gambling_share_30d: share(self.sum(as_of, 30, 0, |b| b.gambling_minor)),

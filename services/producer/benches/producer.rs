@@ -22,18 +22,11 @@ use producer::publish::{backfill, Publisher};
 use producer::simulator::{SimConfig, SimEvent, Simulator};
 
 fn env_u32(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn sim(customers: u32) -> Simulator {
-    Simulator::new(SimConfig {
-        customers,
-        seed: 42,
-        start: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
-    })
+    Simulator::new(SimConfig { customers, seed: 42, start: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() })
 }
 
 fn generation(customers: u32, days: u32) {
@@ -64,7 +57,10 @@ fn generation(customers: u32, days: u32) {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("generation only:            {:>10.0} events/s  ({count} events, {customers} customers x {days} days)", count as f64 / gen_secs);
+    println!(
+        "generation only:            {:>10.0} events/s  ({count} events, {customers} customers x {days} days)",
+        count as f64 / gen_secs
+    );
     println!(
         "generation + serialization: {:>10.0} events/s  ({:.0} bytes/event, one core)",
         count as f64 / secs,
@@ -73,9 +69,7 @@ fn generation(customers: u32, days: u32) {
 }
 
 async fn broker_backfill(customers: u32, days: u32) {
-    let external = std::env::var("EVENTPIPE_BENCH_BOOTSTRAP_SERVERS")
-        .ok()
-        .filter(|s| !s.is_empty());
+    let external = std::env::var("EVENTPIPE_BENCH_BOOTSTRAP_SERVERS").ok().filter(|s| !s.is_empty());
     let pipeline = format!("bench-{}", std::process::id());
     let topics = resolve_topics(&pipeline, &Default::default());
     let (_embedded, kafka) = match external {
@@ -90,11 +84,7 @@ async fn broker_backfill(customers: u32, days: u32) {
             (Some(broker), kafka)
         }
     };
-    let where_ = if _embedded.is_some() {
-        "embedded mock broker"
-    } else {
-        "external broker"
-    };
+    let where_ = if _embedded.is_some() { "embedded mock broker" } else { "external broker" };
 
     // Raw rdkafka: the same serialized bytes, same producer config, no simulator.
     let mut s = sim(customers);
@@ -116,9 +106,7 @@ async fn broker_backfill(customers: u32, days: u32) {
     let started = Instant::now();
     let mut pending = Vec::with_capacity(payloads.len());
     for (key, payload) in &payloads {
-        let mut record = FutureRecord::to(&topic)
-            .key(key.as_str())
-            .payload(payload.as_slice());
+        let mut record = FutureRecord::to(&topic).key(key.as_str()).payload(payload.as_slice());
         loop {
             match raw.send_result(record) {
                 Ok(f) => {
@@ -147,30 +135,19 @@ async fn broker_backfill(customers: u32, days: u32) {
     let mut publisher = Publisher::new(producer, &pipeline, metrics);
     let mut s = sim(customers);
     let started = Instant::now();
-    let summary = backfill(&mut s, days, &mut publisher, &CancellationToken::new())
-        .await
-        .unwrap();
+    let summary = backfill(&mut s, days, &mut publisher, &CancellationToken::new()).await.unwrap();
     let secs = started.elapsed().as_secs_f64();
     let raw_rate = payloads.len() as f64 / raw_secs;
     let rate = summary.events as f64 / secs;
-    println!(
-        "raw rdkafka produce:        {raw_rate:>10.0} events/s  ({} events, {where_}, acks=all)",
-        payloads.len()
-    );
-    println!(
-        "producer backfill:          {rate:>10.0} events/s  ({} events, {where_}, acks=all)",
-        summary.events
-    );
+    println!("raw rdkafka produce:        {raw_rate:>10.0} events/s  ({} events, {where_}, acks=all)", payloads.len());
+    println!("producer backfill:          {rate:>10.0} events/s  ({} events, {where_}, acks=all)", summary.events);
     println!("backfill / raw ratio:       {:>10.2}", rate / raw_rate);
 }
 
 /// Connects and gets the idempotent producer id before timing starts.
 async fn warm_up(producer: &FutureProducer, topic: &str) {
     producer
-        .send(
-            FutureRecord::to(topic).key("warm-up").payload("{}"),
-            Duration::from_secs(30),
-        )
+        .send(FutureRecord::to(topic).key("warm-up").payload("{}"), Duration::from_secs(30))
         .await
         .map_err(|(e, _)| e)
         .expect("warm-up record");

@@ -152,20 +152,11 @@ fn draw_trajectory(rng: &mut Pcg64Mcg) -> Trajectory {
     if u < 0.70 {
         Trajectory::Healthy
     } else if u < 0.84 {
-        Trajectory::GradualStress {
-            onset: rng.random_range(0..120),
-            ramp: rng.random_range(20..75),
-        }
+        Trajectory::GradualStress { onset: rng.random_range(0..120), ramp: rng.random_range(20..75) }
     } else if u < 0.92 {
-        Trajectory::IncomeShock {
-            at: rng.random_range(5..150),
-            severity: rng.random_range(0.5..1.0),
-        }
+        Trajectory::IncomeShock { at: rng.random_range(5..150), severity: rng.random_range(0.5..1.0) }
     } else {
-        Trajectory::Recovery {
-            from: rng.random_range(10..80),
-            ramp: rng.random_range(20..60),
-        }
+        Trajectory::Recovery { from: rng.random_range(10..80), ramp: rng.random_range(20..60) }
     }
 }
 
@@ -176,9 +167,7 @@ impl Customer {
         let mixed = seed ^ (u64::from(index).wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut rng = Pcg64Mcg::seed_from_u64(mixed);
         let trajectory = draw_trajectory(&mut rng);
-        let salary = LogNormal::new(f64::ln(2_400.0), 0.35)
-            .expect("valid lognormal")
-            .sample(&mut rng);
+        let salary = LogNormal::new(f64::ln(2_400.0), 0.35).expect("valid lognormal").sample(&mut rng);
         let salary_minor = (salary * 100.0).round() as i64;
         let mut bills = vec![Bill {
             day_of_month: rng.random_range(1..=28),
@@ -205,11 +194,7 @@ impl Customer {
             category: MerchantCategory::Lending,
         });
         let stressed_start = matches!(trajectory, Trajectory::Recovery { .. });
-        let balance_factor = if stressed_start {
-            rng.random_range(-0.2..0.3)
-        } else {
-            rng.random_range(0.2..1.5)
-        };
+        let balance_factor = if stressed_start { rng.random_range(-0.2..0.3) } else { rng.random_range(0.2..1.5) };
         let overdraft_limit_minor = [0, 25_000, 50_000, 100_000, 150_000][rng.random_range(0..5)];
         Customer {
             index,
@@ -255,11 +240,7 @@ impl Customer {
         let stress = self.trajectory.stress(day);
         let mut amount = self.salary_minor as f64 * (1.0 + 0.002 * f64::from(self.months_paid));
         amount *= self.rng.random_range(0.97..1.03);
-        let mut lateness = if self.rng.random_bool(0.1) {
-            self.rng.random_range(1..=2)
-        } else {
-            0
-        };
+        let mut lateness = if self.rng.random_bool(0.1) { self.rng.random_range(1..=2) } else { 0 };
         match self.trajectory {
             Trajectory::IncomeShock { severity, .. } if stress > 0.0 => {
                 if severity > 0.8 {
@@ -279,8 +260,7 @@ impl Customer {
         let offset = (first_of_month - date).num_days() + i64::from(pay_date_day) - 1;
         let pay_index = i64::from(day) + offset;
         if pay_index >= i64::from(day) {
-            self.pending_salaries
-                .push((pay_index as u32, amount.round() as i64));
+            self.pending_salaries.push((pay_index as u32, amount.round() as i64));
         }
     }
 
@@ -306,11 +286,7 @@ impl Customer {
             let second = self.rng.random_range(3_600..25_200);
             intents.push((
                 second,
-                Intent::Credit {
-                    kind: TransactionKind::SalaryCredit,
-                    amount,
-                    channel: Channel::BankTransfer,
-                },
+                Intent::Credit { kind: TransactionKind::SalaryCredit, amount, channel: Channel::BankTransfer },
             ));
         }
         for bill in &self.bills {
@@ -383,11 +359,7 @@ impl Customer {
             ][rng.random_range(0..8)];
             // Mean weight 1.4 and 1.3 purchases a day: the month's spend averages daily_spend × 30.
             let amount = self.daily_spend_minor * weight / (1.4 * 1.3) * rng.random_range(0.4..1.6);
-            let channel = if rng.random_bool(0.7) {
-                Channel::CardPresent
-            } else {
-                Channel::CardNotPresent
-            };
+            let channel = if rng.random_bool(0.7) { Channel::CardPresent } else { Channel::CardNotPresent };
             intents.push((
                 rng.random_range(28_800..79_200),
                 Intent::Spend {
@@ -447,8 +419,7 @@ impl Customer {
         }
         if rng.random_bool(0.008 + 0.12 * stress) {
             let amount = rng.random_range(2_500..20_000);
-            let category =
-                [MerchantCategory::Clothing, MerchantCategory::Electronics][rng.random_range(0..2)];
+            let category = [MerchantCategory::Clothing, MerchantCategory::Electronics][rng.random_range(0..2)];
             intents.push((
                 rng.random_range(36_000..82_800),
                 Intent::Spend {
@@ -502,30 +473,15 @@ impl Customer {
         outcomes: &mut Vec<OutcomeChange>,
     ) {
         match intent {
-            Intent::Credit {
-                kind,
-                amount,
-                channel,
-            } => self.post(second, kind, amount, None, channel, postings),
-            Intent::Spend {
-                kind,
-                amount,
-                category,
-                channel,
-            } => {
+            Intent::Credit { kind, amount, channel } => self.post(second, kind, amount, None, channel, postings),
+            Intent::Spend { kind, amount, category, channel } => {
                 // Stressed customers keep spending into the overdraft; a payment beyond
                 // the limit is declined and leaves no posting.
                 if amount <= self.available() {
                     self.post(second, kind, -amount, category, channel, postings);
                 }
             }
-            Intent::Collect {
-                kind,
-                failed,
-                amount,
-                category,
-                channel,
-            } => {
+            Intent::Collect { kind, failed, amount, category, channel } => {
                 if amount <= self.available() {
                     self.post(second, kind, -amount, Some(category), channel, postings);
                 } else {
@@ -591,16 +547,8 @@ mod tests {
     #[case(Trajectory::Recovery { from: 10, ramp: 40 }, 0, 1.0)]
     #[case(Trajectory::Recovery { from: 10, ramp: 40 }, 30, 0.5)]
     #[case(Trajectory::Recovery { from: 10, ramp: 40 }, 60, 0.0)]
-    fn stress_follows_the_trajectory(
-        #[case] t: Trajectory,
-        #[case] day: u32,
-        #[case] expected: f64,
-    ) {
-        assert!(
-            (t.stress(day) - expected).abs() < 1e-9,
-            "{t:?} day {day}: {}",
-            t.stress(day)
-        );
+    fn stress_follows_the_trajectory(#[case] t: Trajectory, #[case] day: u32, #[case] expected: f64) {
+        assert!((t.stress(day) - expected).abs() < 1e-9, "{t:?} day {day}: {}", t.stress(day));
     }
 
     #[test]
@@ -621,10 +569,7 @@ mod tests {
         c.apply(3, 100, intent, &mut postings, &mut outcomes);
         assert_eq!(postings.len(), 1);
         assert_eq!(postings[0].kind, TransactionKind::LoanRepaymentMissed);
-        assert_eq!(
-            (postings[0].amount_minor, postings[0].balance_after_minor),
-            (0, 100)
-        );
+        assert_eq!((postings[0].amount_minor, postings[0].balance_after_minor), (0, 100));
         assert_eq!((c.arrears_minor, c.arrears_since), (5_000, Some(3)));
         // Paid off once the money is there; a defaulted customer is then cured.
         c.defaulted = true;

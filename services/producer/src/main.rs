@@ -58,11 +58,7 @@ async fn main() -> ExitCode {
     let section: ProducerSettings = settings.stage_settings().unwrap_or_else(|e| e.exit());
     let (section, go_live) = match &cli.mode {
         Mode::Backfill { days, sim } => (section.merge(sim, *days, None), false),
-        Mode::Live {
-            rate,
-            backfill_days,
-            sim,
-        } => (section.merge(sim, *backfill_days, *rate), true),
+        Mode::Live { rate, backfill_days, sim } => (section.merge(sim, *backfill_days, *rate), true),
     };
     let section = section.unwrap_or_else(|e| e.exit());
 
@@ -84,30 +80,17 @@ async fn main() -> ExitCode {
     code
 }
 
-async fn run(
-    runtime: &mut StageRuntime,
-    section: &ProducerSettings,
-    go_live: bool,
-) -> anyhow::Result<()> {
+async fn run(runtime: &mut StageRuntime, section: &ProducerSettings, go_live: bool) -> anyhow::Result<()> {
     let settings = &runtime.settings;
     let kafka_producer = settings.kafka.idempotent_producer(&settings.instance)?;
-    wait_for_topic(
-        &kafka_producer,
-        settings.topic_name(Topic::Transactions),
-        &runtime.shutdown,
-    )
-    .await?;
+    wait_for_topic(&kafka_producer, settings.topic_name(Topic::Transactions), &runtime.shutdown).await?;
     runtime.readiness.set(true);
     runtime.spawn_stats_publisher(kafka_producer.clone());
 
     let sim_config = section.sim_config(section.backfill_days);
     tracing::info!(customers = sim_config.customers, seed = sim_config.seed, start = %sim_config.start, "simulation starting");
     let mut sim = Simulator::new(sim_config);
-    let mut publisher = Publisher::new(
-        kafka_producer.clone(),
-        &runtime.settings.pipeline,
-        runtime.metrics.clone(),
-    );
+    let mut publisher = Publisher::new(kafka_producer.clone(), &runtime.settings.pipeline, runtime.metrics.clone());
     let shutdown = runtime.shutdown.clone();
 
     let started = std::time::Instant::now();
@@ -143,14 +126,9 @@ async fn wait_for_topic(
         let client = producer.clone();
         let name = topic.to_owned();
         let found = tokio::task::spawn_blocking(move || {
-            client
-                .client()
-                .fetch_metadata(Some(&name), Duration::from_secs(5))
-                .map(|m| {
-                    m.topics().iter().any(|t| {
-                        t.name() == name && t.error().is_none() && !t.partitions().is_empty()
-                    })
-                })
+            client.client().fetch_metadata(Some(&name), Duration::from_secs(5)).map(|m| {
+                m.topics().iter().any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+            })
         })
         .await?;
         match found {

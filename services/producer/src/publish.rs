@@ -59,10 +59,7 @@ impl Publisher {
             producer,
             transactions: Topic::Transactions.name(pipeline),
             outcomes: Topic::CustomerOutcomes.name(pipeline),
-            acks: Acks {
-                metrics,
-                in_flight: VecDeque::new(),
-            },
+            acks: Acks { metrics, in_flight: VecDeque::new() },
             buf: Vec::with_capacity(512),
             sent: 0,
         }
@@ -86,11 +83,7 @@ impl Publisher {
         Ok(())
     }
 
-    async fn send(
-        &mut self,
-        event: &SimEvent,
-        trace: &[(String, String)],
-    ) -> Result<(), PublishError> {
+    async fn send(&mut self, event: &SimEvent, trace: &[(String, String)]) -> Result<(), PublishError> {
         self.buf.clear();
         event.write_json(&mut self.buf);
         let topic = match event.topic() {
@@ -101,10 +94,7 @@ impl Publisher {
             .key(event.customer_id())
             .payload(&self.buf[..])
             .timestamp(event.event_time().timestamp_millis())
-            .headers(append_headers(
-                OwnedHeaders::new_with_capacity(trace.len()),
-                trace,
-            ));
+            .headers(append_headers(OwnedHeaders::new_with_capacity(trace.len()), trace));
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => {
@@ -208,10 +198,7 @@ pub async fn backfill(
         publisher.publish(&events).await?;
         summary.days += 1;
         summary.events += events.len() as u64;
-        summary.outcomes += events
-            .iter()
-            .filter(|e| matches!(e, SimEvent::Outcome(_)))
-            .count() as u64;
+        summary.outcomes += events.iter().filter(|e| matches!(e, SimEvent::Outcome(_))).count() as u64;
         tracing::debug!(%date, events = events.len(), "day sent");
     }
     publisher.flush().await?;
@@ -255,14 +242,9 @@ pub async fn live(
             }
             let take = ((due - summary.events) as usize).min(day.len() - next);
             publisher.publish(&day[next..next + take]).await?;
-            last_time = day
-                .get(next + take - 1)
-                .map(SimEvent::event_time)
-                .or(last_time);
-            summary.outcomes += day[next..next + take]
-                .iter()
-                .filter(|e| matches!(e, SimEvent::Outcome(_)))
-                .count() as u64;
+            last_time = day.get(next + take - 1).map(SimEvent::event_time).or(last_time);
+            summary.outcomes +=
+                day[next..next + take].iter().filter(|e| matches!(e, SimEvent::Outcome(_))).count() as u64;
             next += take;
             summary.events += take as u64;
         }

@@ -25,13 +25,7 @@ pub struct ProducerSettings {
 
 impl Default for ProducerSettings {
     fn default() -> Self {
-        ProducerSettings {
-            customers: 10_000,
-            seed: 42,
-            backfill_days: 30,
-            rate: 200.0,
-            start: None,
-        }
+        ProducerSettings { customers: 10_000, seed: 42, backfill_days: 30, rate: 200.0, start: None }
     }
 }
 
@@ -51,30 +45,19 @@ pub struct SimArgs {
 
 impl ProducerSettings {
     /// Applies flags over the file's values and checks the result.
-    pub fn merge(
-        mut self,
-        sim: &SimArgs,
-        backfill_days: Option<u32>,
-        rate: Option<f64>,
-    ) -> Result<Self, ConfigError> {
+    pub fn merge(mut self, sim: &SimArgs, backfill_days: Option<u32>, rate: Option<f64>) -> Result<Self, ConfigError> {
         self.customers = sim.customers.unwrap_or(self.customers);
         self.seed = sim.seed.unwrap_or(self.seed);
         self.start = sim.start.or(self.start);
         self.backfill_days = backfill_days.unwrap_or(self.backfill_days);
         self.rate = rate.unwrap_or(self.rate);
         if self.customers == 0 {
-            return Err(ConfigError::new(
-                "stages.producer.customers",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new("stages.producer.customers", "must be at least 1"));
         }
         if !(self.rate.is_finite() && self.rate > 0.0) {
             return Err(ConfigError::new(
                 "stages.producer.rate",
-                format!(
-                    "must be a positive number of events per second, got {}",
-                    self.rate
-                ),
+                format!("must be a positive number of events per second, got {}", self.rate),
             ));
         }
         Ok(self)
@@ -83,13 +66,7 @@ impl ProducerSettings {
     /// The simulation these settings describe; the start defaults to today minus the
     /// backfill days, so the backfill ends at today's midnight (UTC).
     pub fn sim_config(&self, backfill_days: u32) -> SimConfig {
-        let start = self
-            .start
-            .unwrap_or_else(|| Utc::now().date_naive() - Days::new(u64::from(backfill_days)));
-        SimConfig {
-            customers: self.customers,
-            seed: self.seed,
-            start,
-        }
+        let start = self.start.unwrap_or_else(|| Utc::now().date_naive() - Days::new(u64::from(backfill_days)));
+        SimConfig { customers: self.customers, seed: self.seed, start }
     }
 }

@@ -84,16 +84,8 @@ fn uuid_from(bits: u128) -> Uuid {
 impl Simulator {
     /// A new population, before its first day.
     pub fn new(config: SimConfig) -> Self {
-        let customers = (0..config.customers)
-            .map(|i| Customer::new(config.seed, i, config.start))
-            .collect();
-        Simulator {
-            config,
-            customers,
-            day: 0,
-            postings: Vec::new(),
-            outcomes: Vec::new(),
-        }
+        let customers = (0..config.customers).map(|i| Customer::new(config.seed, i, config.start)).collect();
+        Simulator { config, customers, day: 0, postings: Vec::new(), outcomes: Vec::new() }
     }
 
     /// The parameters.

@@ -36,10 +36,7 @@ fn producer() -> Command {
 
 fn stderr_of(cmd: &mut Command) -> (i32, String) {
     let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8(out.stderr).unwrap())
 }
 
 #[test]
@@ -47,10 +44,7 @@ fn missing_bootstrap_servers_is_one_line_naming_the_env_var() {
     let (code, stderr) = stderr_of(producer().args(["--pipeline-name", "demo", "backfill"]));
     assert_eq!(code, 2);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("invalid configuration: KAFKA_BOOTSTRAP_SERVERS: missing"),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("invalid configuration: KAFKA_BOOTSTRAP_SERVERS: missing"), "{stderr}");
 }
 
 #[test]
@@ -58,34 +52,23 @@ fn bad_stage_setting_in_the_file_names_its_path() {
     let dir = std::env::temp_dir().join(format!("producer-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("pipeline.yaml");
-    std::fs::write(&file, "name: demo\nkafka:\n  bootstrap_servers: localhost:9\nstages:\n  producer:\n    customers: -5\n").unwrap();
+    std::fs::write(
+        &file,
+        "name: demo\nkafka:\n  bootstrap_servers: localhost:9\nstages:\n  producer:\n    customers: -5\n",
+    )
+    .unwrap();
     let (code, stderr) = stderr_of(producer().env("PIPELINE_CONFIG", &file).arg("backfill"));
     assert_eq!(code, 2);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("invalid configuration: stages.producer.customers: "),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("invalid configuration: stages.producer.customers: "), "{stderr}");
 
-    let (code, stderr) = stderr_of(
-        producer()
-            .env("PIPELINE_CONFIG", &file)
-            .env("HTTP_PORT", "eighty")
-            .arg("backfill"),
-    );
+    let (code, stderr) = stderr_of(producer().env("PIPELINE_CONFIG", &file).env("HTTP_PORT", "eighty").arg("backfill"));
     assert_eq!(code, 2);
-    assert!(
-        stderr.starts_with("invalid configuration: HTTP_PORT: "),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("invalid configuration: HTTP_PORT: "), "{stderr}");
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,17 +84,7 @@ async fn backfill_binary_sends_the_simulated_stream_and_stage_stats() {
                 .env("PIPELINE_NAME", pipeline)
                 .env("HTTP_PORT", free_port().to_string())
                 .env("POD_NAME", "producer-cli-0")
-                .args([
-                    "backfill",
-                    "--days",
-                    "20",
-                    "--customers",
-                    "60",
-                    "--seed",
-                    "8",
-                    "--start",
-                    "2026-02-01",
-                ])
+                .args(["backfill", "--days", "20", "--customers", "60", "--seed", "8", "--start", "2026-02-01"])
                 .stdout(Stdio::null())
                 .status()
                 .unwrap()
@@ -121,32 +94,19 @@ async fn backfill_binary_sends_the_simulated_stream_and_stage_stats() {
     .unwrap();
     assert!(status.success(), "{status}");
 
-    let mut sim = Simulator::new(SimConfig {
-        customers: 60,
-        seed: 8,
-        start,
-    });
+    let mut sim = Simulator::new(SimConfig { customers: 60, seed: 8, start });
     let mut expected = Vec::new();
     for _ in 0..20 {
         sim.next_day(&mut expected);
     }
-    let expected: HashSet<String> = expected
-        .iter()
-        .map(|e| e_json(e)["event_id"].as_str().unwrap().to_owned())
-        .collect();
+    let expected: HashSet<String> =
+        expected.iter().map(|e| e_json(e)["event_id"].as_str().unwrap().to_owned()).collect();
 
-    let consumer: StreamConsumer = broker
-        .kafka
-        .consumer_config("cli-reader", &format!("{}.cli", broker.pipeline))
-        .create()
-        .unwrap();
+    let consumer: StreamConsumer =
+        broker.kafka.consumer_config("cli-reader", &format!("{}.cli", broker.pipeline)).create().unwrap();
     let stats_topic = broker.topic(Topic::PipelineStats);
     consumer
-        .subscribe(&[
-            &broker.topic(Topic::Transactions),
-            &broker.topic(Topic::CustomerOutcomes),
-            &stats_topic,
-        ])
+        .subscribe(&[&broker.topic(Topic::Transactions), &broker.topic(Topic::CustomerOutcomes), &stats_topic])
         .unwrap();
     let mut ids = HashSet::new();
     let mut produced_in_stats = 0;
@@ -155,39 +115,22 @@ async fn backfill_binary_sends_the_simulated_stream_and_stage_stats() {
         let m = tokio::time::timeout(Duration::from_secs(60), stream.next())
             .await
             .unwrap_or_else(|_| {
-                panic!(
-                    "timed out: {} of {} events, {produced_in_stats} in stats",
-                    ids.len(),
-                    expected.len()
-                )
+                panic!("timed out: {} of {} events, {produced_in_stats} in stats", ids.len(), expected.len())
             })
             .unwrap()
             .unwrap();
         let payload = m.payload().unwrap();
         if m.topic() == stats_topic {
             let stats: StageStats = serde_json::from_slice(payload).unwrap();
-            assert_eq!(
-                (stats.stage.as_str(), stats.instance.as_str()),
-                ("producer", "producer-cli-0")
-            );
+            assert_eq!((stats.stage.as_str(), stats.instance.as_str()), ("producer", "producer-cli-0"));
             produced_in_stats += stats.produced;
         } else {
             let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
-            assert!(
-                ids.insert(v["event_id"].as_str().unwrap().to_owned()),
-                "duplicate {v}"
-            );
+            assert!(ids.insert(v["event_id"].as_str().unwrap().to_owned()), "duplicate {v}");
         }
     }
-    assert_eq!(
-        ids, expected,
-        "the binary sends exactly the simulated stream"
-    );
-    assert_eq!(
-        produced_in_stats,
-        expected.len() as u64,
-        "stage stats count every acknowledged record"
-    );
+    assert_eq!(ids, expected, "the binary sends exactly the simulated stream");
+    assert_eq!(produced_in_stats, expected.len() as u64, "stage stats count every acknowledged record");
 }
 
 fn e_json(e: &producer::simulator::SimEvent) -> serde_json::Value {

@@ -9,11 +9,7 @@ use producer::customer::{Trajectory, DEFAULT_AFTER_DAYS};
 use producer::simulator::{SimConfig, SimEvent, Simulator};
 
 fn config(customers: u32, seed: u64) -> SimConfig {
-    SimConfig {
-        customers,
-        seed,
-        start: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
-    }
+    SimConfig { customers, seed, start: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() }
 }
 
 fn run(config: SimConfig, days: u32) -> (Simulator, Vec<SimEvent>) {
@@ -40,14 +36,8 @@ fn balance_after_is_previous_balance_plus_amount() {
                 assert_eq!(t.balance_after_minor, prev + t.amount_minor, "{t:?}");
                 checked += 1;
             }
-            if matches!(
-                t.kind,
-                TransactionKind::DirectDebitFailed | TransactionKind::LoanRepaymentMissed
-            ) {
-                assert_eq!(
-                    t.amount_minor, 0,
-                    "refused collections move no money: {t:?}"
-                );
+            if matches!(t.kind, TransactionKind::DirectDebitFailed | TransactionKind::LoanRepaymentMissed) {
+                assert_eq!(t.amount_minor, 0, "refused collections move no money: {t:?}");
             }
             let debit = matches!(
                 t.kind,
@@ -63,10 +53,7 @@ fn balance_after_is_previous_balance_plus_amount() {
             if debit {
                 assert!(t.amount_minor < 0, "debits are negative: {t:?}");
             }
-            if matches!(
-                t.kind,
-                TransactionKind::SalaryCredit | TransactionKind::TransferIn
-            ) {
+            if matches!(t.kind, TransactionKind::SalaryCredit | TransactionKind::TransferIn) {
                 assert!(t.amount_minor > 0, "credits are positive: {t:?}");
             }
             last.insert(t.customer_id.clone(), t.balance_after_minor);
@@ -83,10 +70,7 @@ fn each_customers_events_are_in_time_order_within_their_day() {
     let mut last = HashMap::new();
     for e in &events {
         let t = e.event_time();
-        assert!(
-            t.date_naive() >= start && t.date_naive() < start + chrono::Days::new(40),
-            "{e:?}"
-        );
+        assert!(t.date_naive() >= start && t.date_naive() < start + chrono::Days::new(40), "{e:?}");
         if let Some(prev) = last.insert(e.customer_id().to_owned(), t) {
             assert!(prev <= t, "{e:?} after {prev}");
         }
@@ -100,10 +84,7 @@ fn healthy_customers_are_paid_monthly() {
     for e in &events {
         if let SimEvent::Transaction(t) = e {
             if t.kind == TransactionKind::SalaryCredit {
-                salaries
-                    .entry(customer_index(&t.customer_id))
-                    .or_default()
-                    .push(t.event_time.date_naive());
+                salaries.entry(customer_index(&t.customer_id)).or_default().push(t.event_time.date_naive());
             }
         }
     }
@@ -118,10 +99,7 @@ fn healthy_customers_are_paid_monthly() {
         assert!((4..=5).contains(&days.len()), "customer {i}: {days:?}");
         for pair in days.windows(2) {
             let gap = (pair[1] - pair[0]).num_days();
-            assert!(
-                (25..=35).contains(&gap),
-                "customer {i}: salary gap {gap} days in {days:?}"
-            );
+            assert!((25..=35).contains(&gap), "customer {i}: salary gap {gap} days in {days:?}");
         }
     }
     assert!(healthy > 600);
@@ -165,9 +143,7 @@ fn stressed_customers_produce_distress_signals_and_defaults() {
                         | TransactionKind::LoanRepaymentMissed
                         | TransactionKind::OverdraftFee
                 ) {
-                    distress[usize::from(
-                        trajectories[customer_index(&t.customer_id)].is_stressed(),
-                    )] += 1;
+                    distress[usize::from(trajectories[customer_index(&t.customer_id)].is_stressed())] += 1;
                 }
             }
             SimEvent::Outcome(o) => {
@@ -188,31 +164,19 @@ fn stressed_customers_produce_distress_signals_and_defaults() {
         }
     }
     for kind in TransactionKind::ALL {
-        assert!(
-            kinds.get(&kind).copied().unwrap_or(0) > 0,
-            "no {kind:?} in {kinds:?}"
-        );
+        assert!(kinds.get(&kind).copied().unwrap_or(0) > 0, "no {kind:?} in {kinds:?}");
     }
     let stressed = trajectories.iter().filter(|t| t.is_stressed()).count();
     let healthy = trajectories.len() - stressed;
-    let (h, s) = (
-        distress[0] as f64 / healthy as f64,
-        distress[1] as f64 / stressed as f64,
+    let (h, s) = (distress[0] as f64 / healthy as f64, distress[1] as f64 / stressed as f64);
+    assert!(
+        s > 5.0 * h,
+        "stressed customers show distress far more often: healthy {h:.2}/customer, stressed {s:.2}/customer"
     );
-    assert!(s > 5.0 * h, "stressed customers show distress far more often: healthy {h:.2}/customer, stressed {s:.2}/customer");
     let ever_defaulted = defaulted.len() + cured;
-    assert!(
-        ever_defaulted >= 50,
-        "only {ever_defaulted} defaults among {stressed} stressed customers"
-    );
-    let healthy_defaults = defaulted
-        .iter()
-        .filter(|&&i| !trajectories[i].is_stressed())
-        .count();
-    assert!(
-        healthy_defaults * 100 <= healthy,
-        "{healthy_defaults} healthy customers defaulted"
-    );
+    assert!(ever_defaulted >= 50, "only {ever_defaulted} defaults among {stressed} stressed customers");
+    let healthy_defaults = defaulted.iter().filter(|&&i| !trajectories[i].is_stressed()).count();
+    assert!(healthy_defaults * 100 <= healthy, "{healthy_defaults} healthy customers defaulted");
     println!("kinds: {kinds:?}\ndistress/customer healthy {h:.2} stressed {s:.2}; defaults {ever_defaulted}, cured {cured}, stressed {stressed}");
 }
 
@@ -236,10 +200,7 @@ fn same_seed_gives_the_same_stream_and_another_seed_does_not() {
 fn a_customers_history_does_not_depend_on_the_population_size() {
     let of_customer_3 = |customers| {
         let (_, events) = run(config(customers, 1), 30);
-        events
-            .into_iter()
-            .filter(|e| e.customer_id() == "C0000003")
-            .collect::<Vec<_>>()
+        events.into_iter().filter(|e| e.customer_id() == "C0000003").collect::<Vec<_>>()
     };
     let small = of_customer_3(5);
     assert!(!small.is_empty());
