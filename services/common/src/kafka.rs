@@ -29,17 +29,12 @@ pub struct KafkaSettings {
 impl KafkaSettings {
     /// Settings for a broker list with no extra properties.
     pub fn plain(bootstrap_servers: impl Into<String>) -> Self {
-        KafkaSettings {
-            bootstrap_servers: bootstrap_servers.into(),
-            properties: BTreeMap::new(),
-        }
+        KafkaSettings { bootstrap_servers: bootstrap_servers.into(), properties: BTreeMap::new() }
     }
 
     fn base(&self, client_id: &str) -> ClientConfig {
         let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.bootstrap_servers)
-            .set("client.id", client_id);
+        config.set("bootstrap.servers", &self.bootstrap_servers).set("client.id", client_id);
         config
     }
 
@@ -70,15 +65,13 @@ impl KafkaSettings {
     /// A transactional producer config (`transactional.id`), for consume-transform-produce.
     /// `transaction.timeout.ms` is short, as in Kafka Streams, so a dead instance's open
     /// transaction is aborted by the broker quickly.
-    pub fn transactional_producer_config(
-        &self,
-        client_id: &str,
-        transactional_id: &str,
-    ) -> ClientConfig {
+    pub fn transactional_producer_config(&self, client_id: &str, transactional_id: &str) -> ClientConfig {
         let mut config = self.producer_config(client_id);
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
         config
             .set("transactional.id", transactional_id)
-            .set("transaction.timeout.ms", "10000");
+            .set("transaction.timeout.ms", "10000")
+            .set("message.timeout.ms", "10000");
         self.finish(config)
     }
 
@@ -109,20 +102,12 @@ impl KafkaSettings {
 }
 
 /// Creates the given topics, leaving any that already exist as they are.
-pub async fn create_topics(
-    settings: &KafkaSettings,
-    topics: &[TopicSpec],
-) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> =
-        settings.admin_config("eventpipe-admin").create()?;
+pub async fn create_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = settings.admin_config("eventpipe-admin").create()?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|spec| {
-            let mut topic = NewTopic::new(
-                &spec.name,
-                spec.partitions,
-                TopicReplication::Fixed(spec.replicas),
-            );
+            let mut topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(spec.replicas));
             for (k, v) in &spec.config {
                 topic = topic.set(k, v);
             }
@@ -150,9 +135,7 @@ mod tests {
     fn user_properties_override_defaults() {
         let mut settings = KafkaSettings::plain("b:9092");
         settings.properties.insert("linger.ms".into(), "50".into());
-        settings
-            .properties
-            .insert("security.protocol".into(), "SASL_SSL".into());
+        settings.properties.insert("security.protocol".into(), "SASL_SSL".into());
         let config = settings.producer_config("p");
         assert_eq!(config.get("linger.ms"), Some("50"));
         assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
@@ -162,10 +145,7 @@ mod tests {
         assert_eq!(consumer.get("isolation.level"), Some("read_committed"));
         assert_eq!(consumer.get("security.protocol"), Some("SASL_SSL"));
         let tx = settings.transactional_producer_config("t", "demo.feature-processor.pod-0");
-        assert_eq!(
-            tx.get("transactional.id"),
-            Some("demo.feature-processor.pod-0")
-        );
+        assert_eq!(tx.get("transactional.id"), Some("demo.feature-processor.pod-0"));
         assert_eq!(tx.get("transaction.timeout.ms"), Some("10000"));
     }
 }

@@ -1,6 +1,11 @@
 //! The feature-processor: per-customer rolling features in event time ([`window`]), an
-//! explainable risk model ([`model`]) and its training ([`train`]).
+//! explainable risk model ([`model`], trained by [`train`]), the processing core
+//! ([`processor`]) and the exactly-once Kafka loop around it ([`stream`]).
 
 pub mod model;
+pub mod model_watch;
+pub mod processor;
+pub mod settings;
+pub mod stream;
 pub mod train;
 pub mod window;

@@ -1,26 +1,32 @@
-//! `feature-processor`: keeps per-customer rolling features and scores the risk model.
-//! `train` fits the model on simulated customers.
+//! `feature-processor`: keeps per-customer rolling features and scores the risk model
+//! (`run`, what the Deployment runs); `train` fits the model on simulated customers.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use eventpipe_common::config::{RuntimeArgs, Settings};
+use eventpipe_common::runtime::StageRuntime;
+use feature_processor::model_watch::{self, ModelHandle};
+use feature_processor::settings::FeatureProcessorSettings;
+use feature_processor::stream;
 use feature_processor::train::{train, TrainConfig};
 
 #[derive(Parser)]
-#[command(
-    name = "feature-processor",
-    version,
-    about = "eventpipe's feature and risk-scoring stage"
-)]
+#[command(name = "feature-processor", version, about = "eventpipe's feature and risk-scoring stage")]
 struct Cli {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Consume transactions, keep features, emit RiskScores (exactly once by default) until SIGTERM.
+    Run,
     /// Train the risk model on simulated customers and write the model file.
     Train {
         /// Simulated customers.
@@ -42,20 +48,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Train {
-            customers,
-            days,
-            seed,
-            horizon_days,
-            out,
-        } => {
-            let config = TrainConfig {
-                customers,
-                days,
-                seed,
-                horizon_days,
-            };
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run => tokio::runtime::Runtime::new().expect("tokio runtime").block_on(run(cli.runtime)),
+        Command::Train { customers, days, seed, horizon_days, out } => {
+            let config = TrainConfig { customers, days, seed, horizon_days };
             let started = std::time::Instant::now();
             let model = match train(&config) {
                 Ok(m) => m,
@@ -94,4 +91,44 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+async fn run(args: RuntimeArgs) -> ExitCode {
+    let settings = Settings::load("feature-processor", &args).unwrap_or_else(|e| e.exit());
+    let section: FeatureProcessorSettings = settings.stage_settings().unwrap_or_else(|e| e.exit());
+    section.validate().unwrap_or_else(|e| e.exit());
+    let model = ModelHandle::new(section.load_model().unwrap_or_else(|e| e.exit()));
+
+    let mut runtime = match StageRuntime::start(settings.clone(), None).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the HTTP server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(model = %model.get().version, guarantee = ?section.processing_guarantee, "feature-processor starting");
+    match settings.kafka.idempotent_producer(&format!("{}-stats", settings.instance)) {
+        Ok(p) => runtime.spawn_stats_publisher(p),
+        Err(e) => tracing::warn!(error = %e, "no stage stats: cannot create their producer"),
+    }
+    if let Some(path) = section.model.clone() {
+        tokio::spawn(model_watch::watch(path, model.clone(), Duration::from_secs(1), runtime.shutdown.clone()));
+    }
+    let (metrics, readiness, shutdown) = (runtime.metrics.clone(), runtime.readiness.clone(), runtime.shutdown.clone());
+    let config = section.stream_config();
+    let result =
+        tokio::task::spawn_blocking(move || stream::run(settings, config, model, metrics, readiness, shutdown)).await;
+    let code = match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "feature-processor stopped");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "processing thread panicked");
+            ExitCode::FAILURE
+        }
+    };
+    runtime.finish().await;
+    code
 }

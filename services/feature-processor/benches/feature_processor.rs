@@ -1,0 +1,260 @@
+//! Feature-processor throughput, printed (not asserted):
+//!
+//! (a) the in-memory core path — decode JSON, update the customer's window, score when
+//!     due, encode RiskScores, and encode the changelog every 2 000 records as the
+//!     stage does per batch — on one core (target ≥ 1 000 000 events/s);
+//! (b) the stage against a raw rdkafka pass-through (consume → produce the same bytes,
+//!     commit offsets) on the same broker and data in the same run, in at_least_once
+//!     and exactly_once modes (target ratio ≥ 0.8 for at_least_once).
+//!
+//! Run: `cargo bench -p feature-processor --bench feature_processor`. The broker is the
+//! embedded mock unless EVENTPIPE_BENCH_BOOTSTRAP_SERVERS is set (the mock accepts
+//! transactions without isolating them, so its exactly_once figure is the protocol's
+//! cost, not a real broker's).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use prometheus_client::registry::Registry;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use eventpipe_common::broker::EmbeddedBroker;
+use eventpipe_common::config::{PipelineFile, RuntimeArgs, Settings};
+use eventpipe_common::http::Readiness;
+use eventpipe_common::kafka::{create_topics, KafkaSettings};
+use eventpipe_common::stats::StageMetrics;
+use eventpipe_common::topics::{resolve_topics, Topic};
+use feature_processor::model::RiskModel;
+use feature_processor::model_watch::ModelHandle;
+use feature_processor::processor::{Core, CoreConfig};
+use feature_processor::settings::{FeatureProcessorSettings, BUILT_IN_MODEL};
+use feature_processor::stream;
+use producer::simulator::{SimConfig, SimEvent, Simulator};
+
+fn env_u32(name: &str, default: u32) -> u32 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn model() -> RiskModel {
+    serde_json::from_str(BUILT_IN_MODEL).unwrap()
+}
+
+/// Serialized transactions of a simulation: (customer_id, JSON).
+fn input(customers: u32, days: u32) -> Vec<(String, Vec<u8>)> {
+    let mut sim =
+        Simulator::new(SimConfig { customers, seed: 42, start: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() });
+    let mut events = Vec::new();
+    for _ in 0..days {
+        sim.next_day(&mut events);
+    }
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SimEvent::Transaction(t) => Some((t.customer_id.clone(), serde_json::to_vec(t).unwrap())),
+            SimEvent::Outcome(_) => None,
+        })
+        .collect()
+}
+
+fn core_path(records: &[(String, Vec<u8>)]) {
+    let mut core = Core::new(CoreConfig::default(), Arc::new(model()));
+    let mut out = Vec::with_capacity(1024);
+    let (mut scores, mut changelog_records, mut bytes) = (0u64, 0u64, 0usize);
+    let started = Instant::now();
+    for (i, (key, payload)) in records.iter().enumerate() {
+        if let Ok(processed) = core.process(0, Some(key.as_bytes()), Some(payload)) {
+            if let Some(score) = processed.score {
+                out.clear();
+                serde_json::to_writer(&mut out, &score).unwrap();
+                bytes += out.len();
+                scores += 1;
+            }
+        }
+        if i % 2_000 == 1_999 {
+            for (_, record) in core.take_changelog() {
+                out.clear();
+                serde_json::to_writer(&mut out, &record).unwrap();
+                bytes += out.len();
+                changelog_records += 1;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "core path (decode, update, score, encode): {:>10.0} events/s  ({} events, {scores} scores, {changelog_records} changelog records, {:.0} MB out, one core)",
+        records.len() as f64 / secs,
+        records.len(),
+        bytes as f64 / 1e6
+    );
+}
+
+struct Broker {
+    kafka: KafkaSettings,
+    _embedded: Option<EmbeddedBroker>,
+    label: &'static str,
+}
+
+async fn broker(pipeline: &str) -> Broker {
+    let topics = resolve_topics(pipeline, &Default::default());
+    match std::env::var("EVENTPIPE_BENCH_BOOTSTRAP_SERVERS").ok().filter(|s| !s.is_empty()) {
+        Some(b) => {
+            let kafka = KafkaSettings::plain(b);
+            create_topics(&kafka, &topics).await.unwrap();
+            Broker { kafka, _embedded: None, label: "external broker" }
+        }
+        None => {
+            let embedded = EmbeddedBroker::start(&topics).unwrap();
+            Broker {
+                kafka: KafkaSettings::plain(embedded.bootstrap_servers()),
+                _embedded: Some(embedded),
+                label: "embedded mock broker",
+            }
+        }
+    }
+}
+
+async fn load(kafka: &KafkaSettings, topic: &str, records: &[(String, Vec<u8>)]) {
+    let producer: FutureProducer = kafka.idempotent_producer("bench-load").unwrap();
+    let mut pending = Vec::with_capacity(records.len());
+    for (key, payload) in records {
+        let mut record = FutureRecord::to(topic).key(key.as_str()).payload(payload.as_slice());
+        loop {
+            match producer.send_result(record) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    for f in pending {
+        f.await.unwrap().unwrap();
+    }
+}
+
+/// Raw pass-through: consume, produce the same bytes, commit offsets every 100 ms.
+fn pass_through(kafka: &KafkaSettings, pipeline: &str, expected: usize) -> f64 {
+    let consumer: BaseConsumer = kafka.consumer_config("bench-raw", &format!("{pipeline}.raw")).create().unwrap();
+    consumer.subscribe(&[&Topic::Transactions.name(pipeline)]).unwrap();
+    let producer: FutureProducer = kafka.producer_config("bench-raw").create().unwrap();
+    let out = Topic::RiskScores.name(pipeline);
+    let mut seen = 0usize;
+    let mut started = None;
+    let mut last_commit = Instant::now();
+    let mut offsets = TopicPartitionList::new();
+    let mut pending = Vec::new();
+    while seen < expected {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else { continue };
+        started.get_or_insert_with(Instant::now);
+        let mut record =
+            FutureRecord::to(&out).partition(m.partition()).key(m.key().unwrap()).payload(m.payload().unwrap());
+        loop {
+            match producer.send_result(record) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+        offsets.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset() + 1)).unwrap();
+        seen += 1;
+        if last_commit.elapsed() >= Duration::from_millis(100) {
+            for f in pending.drain(..) {
+                futures::executor::block_on(f).unwrap().unwrap();
+            }
+            consumer.commit(&offsets, CommitMode::Sync).unwrap();
+            last_commit = Instant::now();
+        }
+    }
+    for f in pending.drain(..) {
+        futures::executor::block_on(f).unwrap().unwrap();
+    }
+    consumer.commit(&offsets, CommitMode::Sync).unwrap();
+    started.unwrap().elapsed().as_secs_f64()
+}
+
+/// The stage, from its first record to the commit of its last.
+fn stage(kafka: &KafkaSettings, pipeline: &str, guarantee: &str, expected: usize) -> f64 {
+    let args = RuntimeArgs {
+        pipeline_name: Some(pipeline.to_owned()),
+        bootstrap_servers: Some(kafka.bootstrap_servers.clone()),
+        pod_name: Some(format!("bench-{guarantee}")),
+        group_id: Some(format!("{pipeline}.{guarantee}")),
+        ..Default::default()
+    };
+    let file = PipelineFile::parse(&format!("stages:\n  feature-processor:\n    processing_guarantee: {guarantee}\n"))
+        .unwrap();
+    let settings = Settings::resolve("feature-processor", file, &args, []).unwrap();
+    let section: FeatureProcessorSettings = settings.stage_settings().unwrap();
+    let mut registry = Registry::default();
+    let metrics = StageMetrics::new(&mut registry, "feature-processor", "bench");
+    let shutdown = CancellationToken::new();
+    let (m, s) = (metrics.clone(), shutdown.clone());
+    let config = section.stream_config();
+    let handle = std::thread::spawn(move || {
+        stream::run(settings, config, ModelHandle::new(model()), m, Readiness::default(), s)
+    });
+    let mut consumed = 0u64;
+    let mut started = None;
+    while consumed < expected as u64 {
+        std::thread::sleep(Duration::from_millis(5));
+        let window = metrics.take_window(chrono::Utc::now());
+        if window.consumed > 0 {
+            // First records seen: back-date to the window start (≤ 5 ms early).
+            started.get_or_insert_with(|| Instant::now() - Duration::from_millis(5));
+        }
+        consumed += window.consumed;
+    }
+    shutdown.cancel();
+    handle.join().unwrap().unwrap();
+    started.unwrap().elapsed().as_secs_f64()
+}
+
+async fn broker_ratio(customers: u32, days: u32) {
+    let records = input(customers, days);
+    let n = records.len();
+    for guarantee in ["at_least_once", "exactly_once"] {
+        let pipeline = format!("bench-{}-{guarantee}", std::process::id()).replace('_', "-");
+        let b = broker(&pipeline).await;
+        load(&b.kafka, &Topic::Transactions.name(&pipeline), &records).await;
+        let kafka = b.kafka.clone();
+        let (p, kafka2, p2) = (pipeline.clone(), kafka.clone(), pipeline.clone());
+        let raw = tokio::task::spawn_blocking(move || pass_through(&kafka, &p, n)).await.unwrap();
+        let guarantee_owned = guarantee.to_owned();
+        let staged = tokio::task::spawn_blocking(move || stage(&kafka2, &p2, &guarantee_owned, n)).await.unwrap();
+        println!(
+            "{guarantee:>13}: raw pass-through {:>8.0} events/s, stage {:>8.0} events/s, ratio {:.2}  ({n} events, {})",
+            n as f64 / raw,
+            n as f64 / staged,
+            raw / staged,
+            b.label
+        );
+    }
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let records = input(
+        env_u32("BENCH_CUSTOMERS", if quick { 200 } else { 10_000 }),
+        env_u32("BENCH_DAYS", if quick { 5 } else { 60 }),
+    );
+    core_path(&records);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(broker_ratio(
+        env_u32("BENCH_BROKER_CUSTOMERS", if quick { 100 } else { 4_000 }),
+        env_u32("BENCH_BROKER_DAYS", if quick { 3 } else { 10 }),
+    ));
+}

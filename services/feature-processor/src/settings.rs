@@ -1,0 +1,90 @@
+//! The feature-processor's section of the pipeline file (`stages.feature-processor`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use serde::Deserialize;
+
+use eventpipe_common::config::ConfigError;
+
+use crate::model::RiskModel;
+use crate::processor::CoreConfig;
+use crate::stream::{Guarantee, StreamConfig};
+
+/// The model shipped in the binary, used when the config names none.
+pub const BUILT_IN_MODEL: &str = include_str!("../models/default.json");
+
+/// `stages.feature-processor` in the pipeline file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeatureProcessorSettings {
+    /// Model file; reloaded when it changes. Default: the model built into the binary.
+    pub model: Option<PathBuf>,
+    /// `exactly_once` (Kafka transactions) or `at_least_once`.
+    pub processing_guarantee: Guarantee,
+    /// How far (seconds) behind a customer's latest event an event may still be applied.
+    pub allowed_lateness_secs: u64,
+    /// A new RiskScore is emitted when the score moves at least this much (or the band changes).
+    pub min_score_change: f64,
+    /// Commit interval in milliseconds.
+    pub commit_interval_ms: u64,
+    /// Commit after this many input records at most.
+    pub max_batch: usize,
+}
+
+impl Default for FeatureProcessorSettings {
+    fn default() -> Self {
+        FeatureProcessorSettings {
+            model: None,
+            processing_guarantee: Guarantee::ExactlyOnce,
+            allowed_lateness_secs: 86_400,
+            min_score_change: 0.05,
+            commit_interval_ms: 100,
+            max_batch: 2_000,
+        }
+    }
+}
+
+const KEY: &str = "stages.feature-processor";
+
+impl FeatureProcessorSettings {
+    /// Checks ranges; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.min_score_change.is_finite() && (0.0..=1.0).contains(&self.min_score_change)) {
+            return Err(ConfigError::new(format!("{KEY}.min_score_change"), "must be between 0 and 1"));
+        }
+        if self.commit_interval_ms == 0 {
+            return Err(ConfigError::new(format!("{KEY}.commit_interval_ms"), "must be at least 1"));
+        }
+        if self.max_batch == 0 {
+            return Err(ConfigError::new(format!("{KEY}.max_batch"), "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Loads the configured model (or the built-in one); errors name the key.
+    pub fn load_model(&self) -> Result<RiskModel, ConfigError> {
+        match &self.model {
+            Some(path) => RiskModel::load(path).map_err(|e| ConfigError::new(format!("{KEY}.model"), e)),
+            None => {
+                let model: RiskModel = serde_json::from_str(BUILT_IN_MODEL).expect("the built-in model parses");
+                model.check().expect("the built-in model is valid");
+                Ok(model)
+            }
+        }
+    }
+
+    /// The loop's configuration.
+    pub fn stream_config(&self) -> StreamConfig {
+        StreamConfig {
+            guarantee: self.processing_guarantee,
+            commit_interval: Duration::from_millis(self.commit_interval_ms),
+            max_batch: self.max_batch,
+            core: CoreConfig {
+                allowed_lateness: TimeDelta::seconds(self.allowed_lateness_secs as i64),
+                min_score_change: self.min_score_change,
+            },
+        }
+    }
+}

