@@ -61,7 +61,9 @@ fn input(customers: u32, days: u32) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn core_path(records: &[(String, Vec<u8>)]) {
+/// The core over `records`, encoding the changelog every `changelog_every` records
+/// (the stage writes it once per batch; `usize::MAX`: never).
+fn core_path(records: &[(String, Vec<u8>)], changelog_every: usize, label: &str) {
     let mut core = Core::new(CoreConfig::default(), Arc::new(model()));
     let mut out = Vec::with_capacity(1024);
     let (mut scores, mut changelog_records, mut bytes) = (0u64, 0u64, 0usize);
@@ -75,7 +77,7 @@ fn core_path(records: &[(String, Vec<u8>)]) {
                 scores += 1;
             }
         }
-        if i % 2_000 == 1_999 {
+        if i % changelog_every == changelog_every - 1 {
             for (_, record) in core.take_changelog() {
                 out.clear();
                 serde_json::to_writer(&mut out, &record).unwrap();
@@ -86,7 +88,7 @@ fn core_path(records: &[(String, Vec<u8>)]) {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "core path (decode, update, score, encode): {:>10.0} events/s  ({} events, {scores} scores, {changelog_records} changelog records, {:.0} MB out, one core)",
+        "core path, {label:<34} {:>10.0} events/s  ({} events, {scores} scores, {changelog_records} changelog records, {:.0} MB out, one core)",
         records.len() as f64 / secs,
         records.len(),
         bytes as f64 / 1e6
@@ -150,8 +152,16 @@ fn pass_through(kafka: &KafkaSettings, pipeline: &str, expected: usize) -> f64 {
     let mut seen = 0usize;
     let mut started = None;
     let mut last_commit = Instant::now();
-    let mut offsets = TopicPartitionList::new();
+    let mut offsets = std::collections::BTreeMap::new();
     let mut pending = Vec::new();
+    let topic = Topic::Transactions.name(pipeline);
+    let commit = |offsets: &std::collections::BTreeMap<i32, i64>| {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in offsets {
+            tpl.add_partition_offset(&topic, *p, Offset::Offset(*o)).unwrap();
+        }
+        consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    };
     while seen < expected {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else { continue };
         started.get_or_insert_with(Instant::now);
@@ -169,20 +179,20 @@ fn pass_through(kafka: &KafkaSettings, pipeline: &str, expected: usize) -> f64 {
                 }
             }
         }
-        offsets.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset() + 1)).unwrap();
+        offsets.insert(m.partition(), m.offset() + 1);
         seen += 1;
         if last_commit.elapsed() >= Duration::from_millis(100) {
             for f in pending.drain(..) {
                 futures::executor::block_on(f).unwrap().unwrap();
             }
-            consumer.commit(&offsets, CommitMode::Sync).unwrap();
+            commit(&offsets);
             last_commit = Instant::now();
         }
     }
     for f in pending.drain(..) {
         futures::executor::block_on(f).unwrap().unwrap();
     }
-    consumer.commit(&offsets, CommitMode::Sync).unwrap();
+    commit(&offsets);
     started.unwrap().elapsed().as_secs_f64()
 }
 
@@ -251,7 +261,9 @@ fn main() {
         env_u32("BENCH_CUSTOMERS", if quick { 200 } else { 10_000 }),
         env_u32("BENCH_DAYS", if quick { 5 } else { 60 }),
     );
-    core_path(&records);
+    core_path(&records, usize::MAX, "no changelog:");
+    core_path(&records, 100_000, "changelog every 100 000 records:");
+    core_path(&records, 2_000, "changelog every 2 000 records:");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(broker_ratio(
         env_u32("BENCH_BROKER_CUSTOMERS", if quick { 100 } else { 4_000 }),

@@ -41,7 +41,7 @@ impl Default for FeatureProcessorSettings {
             allowed_lateness_secs: 86_400,
             min_score_change: 0.05,
             commit_interval_ms: 100,
-            max_batch: 2_000,
+            max_batch: 50_000,
         }
     }
 }
