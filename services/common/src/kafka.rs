@@ -13,7 +13,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::FutureProducer;
+use rdkafka::message::ToBytes;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::topics::TopicSpec;
 
@@ -98,6 +99,28 @@ impl KafkaSettings {
     /// Creates the idempotent producer.
     pub fn idempotent_producer(&self, client_id: &str) -> Result<FutureProducer, KafkaError> {
         self.producer_config(client_id).create()
+    }
+}
+
+/// Hands `record` to the producer, waiting (serving delivery reports) while its queue
+/// is full. For blocking loops; async code can await an older delivery instead.
+pub fn send_waiting<K, P>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, K, P>,
+) -> Result<DeliveryFuture, KafkaError>
+where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
     }
 }
 

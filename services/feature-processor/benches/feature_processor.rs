@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use eventpipe_common::broker::EmbeddedBroker;
 use eventpipe_common::config::{PipelineFile, RuntimeArgs, Settings};
 use eventpipe_common::http::Readiness;
-use eventpipe_common::kafka::{create_topics, KafkaSettings};
+use eventpipe_common::kafka::{create_topics, send_waiting, KafkaSettings};
 use eventpipe_common::stats::StageMetrics;
 use eventpipe_common::topics::{resolve_topics, Topic};
 use feature_processor::model::RiskModel;
@@ -124,19 +124,8 @@ async fn load(kafka: &KafkaSettings, topic: &str, records: &[(String, Vec<u8>)])
     let producer: FutureProducer = kafka.idempotent_producer("bench-load").unwrap();
     let mut pending = Vec::with_capacity(records.len());
     for (key, payload) in records {
-        let mut record = FutureRecord::to(topic).key(key.as_str()).payload(payload.as_slice());
-        loop {
-            match producer.send_result(record) {
-                Ok(f) => {
-                    pending.push(f);
-                    break;
-                }
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(1));
-                }
-            }
-        }
+        let record = FutureRecord::to(topic).key(key.as_str()).payload(payload.as_slice());
+        pending.push(send_waiting(&producer, record).unwrap());
     }
     for f in pending {
         f.await.unwrap().unwrap();
@@ -165,20 +154,9 @@ fn pass_through(kafka: &KafkaSettings, pipeline: &str, expected: usize) -> f64 {
     while seen < expected {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else { continue };
         started.get_or_insert_with(Instant::now);
-        let mut record =
+        let record =
             FutureRecord::to(&out).partition(m.partition()).key(m.key().unwrap()).payload(m.payload().unwrap());
-        loop {
-            match producer.send_result(record) {
-                Ok(f) => {
-                    pending.push(f);
-                    break;
-                }
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(1));
-                }
-            }
-        }
+        pending.push(send_waiting(&producer, record).unwrap());
         offsets.insert(m.partition(), m.offset() + 1);
         seen += 1;
         if last_commit.elapsed() >= Duration::from_millis(100) {

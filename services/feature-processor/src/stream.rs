@@ -28,6 +28,7 @@ use eventpipe_common::config::Settings;
 use eventpipe_common::dead_letter::{DeadLetter, DeadLetterWriter};
 use eventpipe_common::events::CustomerFeatures;
 use eventpipe_common::http::Readiness;
+use eventpipe_common::kafka::send_waiting;
 use eventpipe_common::stats::StageMetrics;
 use eventpipe_common::telemetry::{continue_trace, inject_trace};
 use eventpipe_common::topics::Topic;
@@ -215,7 +216,7 @@ impl Loop {
                 self.metrics.record_dead_letter(rejected.reason);
                 let letter = DeadLetter::from_message(message, rejected.reason, rejected.error);
                 let record = self.dead_letters.record(&letter);
-                let delivery = send_with_retry(&self.producer, record)?;
+                let delivery = send_waiting(&self.producer, record)?;
                 self.track(delivery);
             }
         }
@@ -223,7 +224,7 @@ impl Loop {
     }
 
     fn send(&mut self, record: FutureRecord<'_, str, Vec<u8>>) -> Result<(), KafkaError> {
-        let delivery = send_with_retry(&self.producer, record)?;
+        let delivery = send_waiting(&self.producer, record)?;
         self.track(delivery);
         Ok(())
     }
@@ -403,27 +404,6 @@ fn rewind(consumer: &StageConsumer, topic: &str, partitions: &[i32]) -> Result<(
     }
     consumer.seek_partitions(seek, Duration::from_secs(10))?;
     Ok(())
-}
-
-/// Sends, waiting for room when the producer's queue is full.
-fn send_with_retry<K, P>(
-    producer: &FutureProducer,
-    mut record: FutureRecord<'_, K, P>,
-) -> Result<DeliveryFuture, KafkaError>
-where
-    K: rdkafka::message::ToBytes + ?Sized,
-    P: rdkafka::message::ToBytes + ?Sized,
-{
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                producer.poll(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
 }
 
 /// Runs the stage until `shutdown`, then commits the open batch and leaves the group.

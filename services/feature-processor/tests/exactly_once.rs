@@ -15,7 +15,7 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::message::Message;
 
@@ -68,14 +68,6 @@ fn spawn(broker: &TestBroker, pod: &str, port: u16, section: &str) -> Proc {
         .unwrap()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a broker that aborts abandoned transactions after transaction.timeout.ms (Apache Kafka); tansu 0.6 and librdkafka's mock do not"]
 async fn killed_processor_restores_state_without_duplicates() {
@@ -107,11 +99,11 @@ async fn kill_and_replace(name: &str, mid_transaction: bool) {
     let port_a = free_port();
     let mut a =
         spawn(&broker, &format!("{name}-a"), port_a, &format!("{{commit_interval_ms: 600000, max_batch: {batch}}}"));
-    wait_for("A to consume the first stretch", Duration::from_secs(120), || {
+    wait_until("A to consume the first stretch", Duration::from_secs(120), || {
         metric(port_a, "eventpipe_records_consumed_total") == Some(first as f64)
     });
     // Produced records are counted at commit: wait until the full batches are in.
-    wait_for("A's commits", Duration::from_secs(30), || {
+    wait_until("A's commits", Duration::from_secs(30), || {
         metric(port_a, "eventpipe_records_produced_total").is_some_and(|n| n > 0.0)
             && metric(port_a, "eventpipe_processing_latency_seconds_count") == Some((first - first % batch) as f64)
     });

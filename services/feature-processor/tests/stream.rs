@@ -4,7 +4,7 @@
 mod support;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::TimeDelta;
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -17,14 +17,6 @@ use eventpipe_common::telemetry::{header_str, TRACEPARENT};
 use eventpipe_common::topics::Topic;
 use feature_processor::model_watch::ModelHandle;
 use support::*;
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_emits_exactly_the_scores_of_the_core_with_trace_context() {

@@ -15,7 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
 use eventpipe_common::broker::EmbeddedBroker;
-use eventpipe_common::kafka::{create_topics, KafkaSettings};
+use eventpipe_common::kafka::{create_topics, send_waiting, KafkaSettings};
 use eventpipe_common::stats::StageMetrics;
 use eventpipe_common::topics::{resolve_topics, Topic};
 use producer::publish::{backfill, Publisher};
@@ -106,20 +106,8 @@ async fn broker_backfill(customers: u32, days: u32) {
     let started = Instant::now();
     let mut pending = Vec::with_capacity(payloads.len());
     for (key, payload) in &payloads {
-        let mut record = FutureRecord::to(&topic).key(key.as_str()).payload(payload.as_slice());
-        loop {
-            match raw.send_result(record) {
-                Ok(f) => {
-                    pending.push(f);
-                    break;
-                }
-                Err((_, back)) => {
-                    record = back;
-                    raw.poll(Duration::from_millis(1));
-                    tokio::task::yield_now().await;
-                }
-            }
-        }
+        let record = FutureRecord::to(&topic).key(key.as_str()).payload(payload.as_slice());
+        pending.push(send_waiting(&raw, record).unwrap());
     }
     for f in pending {
         f.await.unwrap().unwrap();
