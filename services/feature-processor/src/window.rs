@@ -152,17 +152,33 @@ impl CustomerWindow {
         Applied::Applied { new_day }
     }
 
-    /// Sums `f` over buckets of the `window` days ending with `as_of` (inclusive),
-    /// shifted back by `offset` days.
-    fn sum(&self, as_of: NaiveDate, window: i64, offset: i64, f: impl Fn(&DayBucket) -> i64) -> i64 {
-        self.days
-            .iter()
-            .filter(|b| {
-                let age = (as_of - b.day).num_days() - offset;
-                (0..window).contains(&age)
-            })
-            .map(f)
-            .sum()
+    /// The window sums the features need, in one pass over the ring.
+    fn sums(&self, as_of: NaiveDate) -> Sums {
+        let mut s = Sums::default();
+        for b in &self.days {
+            let age = (as_of - b.day).num_days();
+            if age < 90 {
+                s.missed_repayments_90 += i64::from(b.missed_repayments);
+            }
+            if age < 30 {
+                s.inflow_30 += b.inflow_minor;
+                s.outflow_30 += b.outflow_minor;
+                s.discretionary_30 += b.discretionary_minor;
+                s.atm_30 += b.atm_minor;
+                s.gambling_30 += b.gambling_minor;
+                s.failed_debits_30 += i64::from(b.failed_debits);
+                s.overdraft_fees_30 += i64::from(b.overdraft_fees);
+                s.bnpl_30 += i64::from(b.bnpl_count);
+            } else if age < 60 {
+                s.discretionary_previous_30 += b.discretionary_minor;
+            }
+            if age < 7 {
+                s.txn_count_7 += i64::from(b.txn_count);
+                s.min_balance_7 =
+                    Some(s.min_balance_7.map_or(b.min_balance_minor, |m: i64| m.min(b.min_balance_minor)));
+            }
+        }
+        s
     }
 
     /// Closing balances of each of the `window` days ending with `as_of`, oldest first,
@@ -206,17 +222,17 @@ impl CustomerWindow {
             _ => 0.0,
         };
 
+        let sums = self.sums(as_of);
         // Lowest balance over 7 days: intraday minima, and carried balances on quiet days.
-        let min_in_buckets = self.days.iter().filter(|b| (as_of - b.day).num_days() < 7).map(|b| b.min_balance_minor);
-        let balance_min_7d = min_in_buckets.chain(closing_7.iter().flatten().copied()).min().map_or(0.0, major);
+        let balance_min_7d =
+            sums.min_balance_7.into_iter().chain(closing_7.iter().flatten().copied()).min().map_or(0.0, major);
 
         let points: Vec<(f64, f64)> =
             closing_30.iter().enumerate().filter_map(|(i, b)| b.map(|b| (i as f64, major(b)))).collect();
         let balance_trend_30d = slope(&points);
         let days_overdrawn_30d = closing_30.iter().flatten().filter(|b| **b < 0).count() as f64;
 
-        let inflow = self.sum(as_of, 30, 0, |b| b.inflow_minor);
-        let outflow = self.sum(as_of, 30, 0, |b| b.outflow_minor);
+        let (inflow, outflow) = (sums.inflow_30, sums.outflow_30);
         let share = |part: i64| {
             if outflow > 0 {
                 part as f64 / outflow as f64
@@ -224,8 +240,7 @@ impl CustomerWindow {
                 0.0
             }
         };
-        let discretionary = self.sum(as_of, 30, 0, |b| b.discretionary_minor);
-        let discretionary_before = self.sum(as_of, 30, 30, |b| b.discretionary_minor);
+        let (discretionary, discretionary_before) = (sums.discretionary_30, sums.discretionary_previous_30);
 
         FeatureValues {
             salary_days_late: salary_days_late as f64,
@@ -233,17 +248,17 @@ impl CustomerWindow {
             balance_min_7d,
             balance_trend_30d,
             days_overdrawn_30d,
-            failed_debits_30d: self.sum(as_of, 30, 0, |b| i64::from(b.failed_debits)) as f64,
-            missed_repayments_90d: self.sum(as_of, 90, 0, |b| i64::from(b.missed_repayments)) as f64,
-            overdraft_fees_30d: self.sum(as_of, 30, 0, |b| i64::from(b.overdraft_fees)) as f64,
-            atm_cash_share_30d: share(self.sum(as_of, 30, 0, |b| b.atm_minor)),
-            gambling_share_30d: share(self.sum(as_of, 30, 0, |b| b.gambling_minor)),
-            bnpl_count_30d: self.sum(as_of, 30, 0, |b| i64::from(b.bnpl_count)) as f64,
+            failed_debits_30d: sums.failed_debits_30 as f64,
+            missed_repayments_90d: sums.missed_repayments_90 as f64,
+            overdraft_fees_30d: sums.overdraft_fees_30 as f64,
+            atm_cash_share_30d: share(sums.atm_30),
+            gambling_share_30d: share(sums.gambling_30),
+            bnpl_count_30d: sums.bnpl_30 as f64,
             spend_to_income_30d: (outflow as f64 / inflow.max(RATIO_FLOOR_MINOR) as f64).min(10.0),
             discretionary_spend_change: ((discretionary - discretionary_before) as f64
                 / discretionary_before.max(RATIO_FLOOR_MINOR) as f64)
                 .clamp(-1.0, 5.0),
-            txn_count_7d: self.sum(as_of, 7, 0, |b| i64::from(b.txn_count)) as f64,
+            txn_count_7d: sums.txn_count_7 as f64,
             inflow_30d: major(inflow),
             outflow_30d: major(outflow),
         }
@@ -274,6 +289,23 @@ impl CustomerWindow {
             last_score: record.last_score,
         }
     }
+}
+
+/// Sums over the windows ending with the customer's latest day (money in minor units).
+#[derive(Debug, Default)]
+struct Sums {
+    inflow_30: i64,
+    outflow_30: i64,
+    discretionary_30: i64,
+    discretionary_previous_30: i64,
+    atm_30: i64,
+    gambling_30: i64,
+    failed_debits_30: i64,
+    overdraft_fees_30: i64,
+    bnpl_30: i64,
+    missed_repayments_90: i64,
+    txn_count_7: i64,
+    min_balance_7: Option<i64>,
 }
 
 /// Least-squares slope of y over x; 0 with fewer than two distinct x.
