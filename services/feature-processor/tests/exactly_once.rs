@@ -12,15 +12,12 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rdkafka::message::Message;
-
 use eventpipe_common::broker::TestBroker;
-use eventpipe_common::events::CustomerFeatures;
 use eventpipe_common::topics::Topic;
 use support::*;
 
@@ -126,19 +123,7 @@ async fn kill_and_replace(name: &str, mid_transaction: bool) {
     );
 
     // The restored-and-continued state equals an uninterrupted run's.
-    let changelog =
-        read_committed(&broker, Topic::CustomerFeatures, 30, Duration::from_secs(2), Duration::from_secs(60));
-    let mut latest: HashMap<String, CustomerFeatures> = HashMap::new();
-    for m in &changelog {
-        let record: CustomerFeatures = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        latest.insert(record.customer_id.clone(), record);
-    }
-    assert_eq!(latest.len(), 30);
-    for (customer, record) in &latest {
-        let window = reference.window(0, customer).unwrap();
-        assert_eq!(record.features, window.features(), "{customer}");
-        assert_eq!(record.days, window.days().cloned().collect::<Vec<_>>(), "{customer}");
-    }
+    assert_changelog_matches(&broker, 30, &reference);
 
     // B stops cleanly on SIGTERM.
     assert!(Command::new("kill").args(["-TERM", &b.0.id().to_string()]).status().unwrap().success());

@@ -12,7 +12,7 @@ use rdkafka::producer::FutureRecord;
 
 use eventpipe_common::broker::TestBroker;
 use eventpipe_common::dead_letter::headers;
-use eventpipe_common::events::{derived_event_id, CustomerFeatures, RiskBand};
+use eventpipe_common::events::{derived_event_id, RiskBand};
 use eventpipe_common::telemetry::{header_str, TRACEPARENT};
 use eventpipe_common::topics::Topic;
 use feature_processor::model_watch::ModelHandle;
@@ -67,18 +67,7 @@ async fn stream_emits_exactly_the_scores_of_the_core_with_trace_context() {
     }
 
     // The changelog holds each customer's latest state: equal to the core's.
-    let changelog =
-        read_committed(&broker, Topic::CustomerFeatures, 40, Duration::from_secs(1), Duration::from_secs(60));
-    let mut latest = std::collections::HashMap::new();
-    for m in &changelog {
-        let r: CustomerFeatures = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        latest.insert(r.customer_id.clone(), r);
-    }
-    assert_eq!(latest.len(), 40);
-    for (customer, record) in &latest {
-        let window = reference.window(0, customer).unwrap();
-        assert_eq!(&record.features, &window.features(), "{customer}");
-    }
+    assert_changelog_matches(&broker, 40, &reference);
     assert!(running.readiness.get());
     running.stop();
 }

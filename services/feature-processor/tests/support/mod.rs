@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use eventpipe_common::broker::TestBroker;
 use eventpipe_common::config::{PipelineFile, RuntimeArgs, Settings};
-use eventpipe_common::events::{RiskScore, TransactionEvent};
+use eventpipe_common::events::{CustomerFeatures, RiskScore, TransactionEvent};
 use eventpipe_common::http::Readiness;
 use eventpipe_common::stats::StageMetrics;
 use eventpipe_common::topics::Topic;
@@ -192,5 +192,23 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
     while !done() {
         assert!(started.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asserts that the changelog's latest record of each of `customers` customers holds
+/// the same features and daily buckets as the reference core's window.
+pub fn assert_changelog_matches(broker: &TestBroker, customers: usize, reference: &Core) {
+    let changelog =
+        read_committed(broker, Topic::CustomerFeatures, customers, Duration::from_secs(2), Duration::from_secs(60));
+    let mut latest: HashMap<String, CustomerFeatures> = HashMap::new();
+    for m in &changelog {
+        let record: CustomerFeatures = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        latest.insert(record.customer_id.clone(), record);
+    }
+    assert_eq!(latest.len(), customers);
+    for (customer, record) in &latest {
+        let window = reference.window(0, customer).unwrap();
+        assert_eq!(record.features, window.features(), "{customer}");
+        assert_eq!(record.days, window.days().cloned().collect::<Vec<_>>(), "{customer}");
     }
 }
