@@ -142,8 +142,8 @@ pub async fn create_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> Re
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
-                return Err(KafkaError::AdminOp(code))
-                    .inspect_err(|_| tracing::error!(topic = %name, %code, "cannot create topic"))
+                tracing::error!(topic = %name, %code, "cannot create topic");
+                return Err(KafkaError::AdminOp(code));
             }
         }
     }
