@@ -152,13 +152,19 @@ fn start_tansu(binary: &std::path::Path) -> Option<(TansuProcess, String)> {
 
 static NEXT_TEST_PIPELINE: AtomicU32 = AtomicU32::new(0);
 
+/// A pipeline name no other test (in this or another process) uses, and its topics.
+fn fresh_pipeline(name: &str) -> (String, Vec<TopicSpec>) {
+    let n = NEXT_TEST_PIPELINE.fetch_add(1, Ordering::Relaxed);
+    let pipeline = format!("{name}-{}-{n}", std::process::id());
+    let topics = resolve_topics(&pipeline, &Default::default());
+    (pipeline, topics)
+}
+
 impl TestBroker {
     /// Starts (or connects to) a broker and creates a fresh pipeline's topics at their
     /// default partition counts. `name` prefixes the pipeline name.
     pub async fn start(name: &str) -> Self {
-        let n = NEXT_TEST_PIPELINE.fetch_add(1, Ordering::Relaxed);
-        let pipeline = format!("{name}-{}-{n}", std::process::id());
-        let topics = resolve_topics(&pipeline, &Default::default());
+        let (pipeline, topics) = fresh_pipeline(name);
         match std::env::var(TEST_BOOTSTRAP_ENV).ok().filter(|s| !s.is_empty()) {
             Some(bootstrap) => {
                 let kafka = KafkaSettings::plain(bootstrap);
@@ -185,9 +191,7 @@ impl TestBroker {
         }
         let binary = find_tansu()?;
         let (process, bootstrap) = start_tansu(&binary)?;
-        let n = NEXT_TEST_PIPELINE.fetch_add(1, Ordering::Relaxed);
-        let pipeline = format!("{name}-{}-{n}", std::process::id());
-        let topics = resolve_topics(&pipeline, &Default::default());
+        let (pipeline, topics) = fresh_pipeline(name);
         let kafka = KafkaSettings::plain(bootstrap);
         create_topics(&kafka, &topics).await.expect("create topics on the test's tansu");
         Some(TestBroker { pipeline, kafka, topics, external: true, _embedded: None, _tansu: Some(process) })
