@@ -48,11 +48,7 @@ fn model() -> RiskModel {
 fn input(customers: u32, days: u32) -> Vec<(String, Vec<u8>)> {
     let mut sim =
         Simulator::new(SimConfig { customers, seed: 42, start: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() });
-    let mut events = Vec::new();
-    for _ in 0..days {
-        sim.next_day(&mut events);
-    }
-    events
+    sim.run(days)
         .iter()
         .filter_map(|e| match e {
             SimEvent::Transaction(t) => Some((t.customer_id.clone(), serde_json::to_vec(t).unwrap())),

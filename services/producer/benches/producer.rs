@@ -19,7 +19,7 @@ use eventpipe_common::kafka::{create_topics, send_waiting, KafkaSettings};
 use eventpipe_common::stats::StageMetrics;
 use eventpipe_common::topics::{resolve_topics, Topic};
 use producer::publish::{backfill, Publisher};
-use producer::simulator::{SimConfig, SimEvent, Simulator};
+use producer::simulator::{SimConfig, Simulator};
 
 fn env_u32(name: &str, default: u32) -> u32 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -87,11 +87,7 @@ async fn broker_backfill(customers: u32, days: u32) {
     let where_ = if _embedded.is_some() { "embedded mock broker" } else { "external broker" };
 
     // Raw rdkafka: the same serialized bytes, same producer config, no simulator.
-    let mut s = sim(customers);
-    let mut events: Vec<SimEvent> = Vec::new();
-    for _ in 0..days {
-        s.next_day(&mut events);
-    }
+    let events = sim(customers).run(days);
     let payloads: Vec<(String, Vec<u8>)> = events
         .iter()
         .map(|e| {

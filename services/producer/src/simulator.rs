@@ -108,6 +108,15 @@ impl Simulator {
         self.config.start + Days::new(u64::from(self.day))
     }
 
+    /// Simulates the next `days` days and returns their events, day after day.
+    pub fn run(&mut self, days: u32) -> Vec<SimEvent> {
+        let mut events = Vec::new();
+        for _ in 0..days {
+            self.next_day(&mut events);
+        }
+        events
+    }
+
     /// Simulates the next day for every customer and appends its events to `out`:
     /// customer by customer, each customer's events in time order.
     pub fn next_day(&mut self, out: &mut Vec<SimEvent>) {

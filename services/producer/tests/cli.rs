@@ -94,11 +94,7 @@ async fn backfill_binary_sends_the_simulated_stream_and_stage_stats() {
     .unwrap();
     assert!(status.success(), "{status}");
 
-    let mut sim = Simulator::new(SimConfig { customers: 60, seed: 8, start });
-    let mut expected = Vec::new();
-    for _ in 0..20 {
-        sim.next_day(&mut expected);
-    }
+    let expected = Simulator::new(SimConfig { customers: 60, seed: 8, start }).run(20);
     let expected: HashSet<String> =
         expected.iter().map(|e| e_json(e)["event_id"].as_str().unwrap().to_owned()).collect();
 

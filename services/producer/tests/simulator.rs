@@ -14,10 +14,7 @@ fn config(customers: u32, seed: u64) -> SimConfig {
 
 fn run(config: SimConfig, days: u32) -> (Simulator, Vec<SimEvent>) {
     let mut sim = Simulator::new(config);
-    let mut events = Vec::new();
-    for _ in 0..days {
-        sim.next_day(&mut events);
-    }
+    let events = sim.run(days);
     (sim, events)
 }
 

@@ -97,11 +97,7 @@ pub fn start(settings: Settings, section: &FeatureProcessorSettings, model: Mode
 /// Simulated transactions (outcomes left out), in the order the producer sends them.
 pub fn simulated(customers: u32, days: u32, seed: u64) -> Vec<TransactionEvent> {
     let mut sim = Simulator::new(SimConfig { customers, seed, start: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() });
-    let mut events = Vec::new();
-    for _ in 0..days {
-        sim.next_day(&mut events);
-    }
-    events
+    sim.run(days)
         .into_iter()
         .filter_map(|e| match e {
             SimEvent::Transaction(t) => Some(t),
