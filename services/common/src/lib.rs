@@ -7,6 +7,7 @@
 //! - [`dead_letter`]: the dead-letter record and writer.
 //! - [`telemetry`]: tracing, OpenTelemetry export and `traceparent` in Kafka headers.
 //! - [`http`], [`stats`], [`runtime`]: health, metrics, StageStats and the stage shell.
+//! - [`stream`]: the exactly-once consume–transform–produce loop of the stateful stages.
 //! - [`broker`]: the embedded broker and the integration tests' broker.
 
 pub mod broker;
@@ -17,5 +18,6 @@ pub mod http;
 pub mod kafka;
 pub mod runtime;
 pub mod stats;
+pub mod stream;
 pub mod telemetry;
 pub mod topics;

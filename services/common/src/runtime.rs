@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::http::{self, HealthState, Readiness};
 use crate::stats::{publish_stats, StageMetrics};
+use crate::stream::StageHandles;
 use crate::telemetry::{self, TelemetryGuard};
 use crate::topics::Topic;
 
@@ -85,6 +86,16 @@ impl StageRuntime {
             self.shutdown.clone(),
         ));
         self.tasks.push(task);
+    }
+
+    /// What the shared stream loop needs from this runtime.
+    pub fn stream_handles(&self) -> StageHandles {
+        StageHandles {
+            settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
+            readiness: self.readiness.clone(),
+            shutdown: self.shutdown.clone(),
+        }
     }
 
     /// Cancels everything still running and waits for the background tasks (the last

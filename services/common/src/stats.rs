@@ -111,6 +111,15 @@ impl StageMetrics {
         self.window.latency_us.lock().unwrap_or_else(|e| e.into_inner()).saturating_record(us);
     }
 
+    /// Records the latencies of a batch, taking the window's lock once.
+    pub fn record_latencies(&self, latencies: impl IntoIterator<Item = Duration>) {
+        let mut window = self.window.latency_us.lock().unwrap_or_else(|e| e.into_inner());
+        for latency in latencies {
+            self.latency.observe(latency.as_secs_f64());
+            window.saturating_record((latency.as_micros() as u64).clamp(1, 3_600_000_000));
+        }
+    }
+
     /// Sets the current consumer lag.
     pub fn set_lag(&self, lag: u64) {
         self.lag.set(lag as i64);

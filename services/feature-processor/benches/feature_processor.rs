@@ -28,6 +28,7 @@ use eventpipe_common::config::{PipelineFile, RuntimeArgs, Settings};
 use eventpipe_common::http::Readiness;
 use eventpipe_common::kafka::{create_topics, send_waiting, KafkaSettings};
 use eventpipe_common::stats::StageMetrics;
+use eventpipe_common::stream::StageHandles;
 use eventpipe_common::topics::{resolve_topics, Topic};
 use feature_processor::model::RiskModel;
 use feature_processor::model_watch::ModelHandle;
@@ -186,11 +187,14 @@ fn stage(kafka: &KafkaSettings, pipeline: &str, guarantee: &str, expected: usize
     let mut registry = Registry::default();
     let metrics = StageMetrics::new(&mut registry, "feature-processor", "bench");
     let shutdown = CancellationToken::new();
-    let (m, s) = (metrics.clone(), shutdown.clone());
-    let config = section.stream_config();
-    let handle = std::thread::spawn(move || {
-        stream::run(settings, config, ModelHandle::new(model()), m, Readiness::default(), s)
-    });
+    let stage = StageHandles {
+        settings,
+        metrics: metrics.clone(),
+        readiness: Readiness::default(),
+        shutdown: shutdown.clone(),
+    };
+    let (config, core) = (section.stream_config(), section.core_config());
+    let handle = std::thread::spawn(move || stream::run(stage, config, core, ModelHandle::new(model())));
     let mut consumed = 0u64;
     let mut started = None;
     while consumed < expected as u64 {

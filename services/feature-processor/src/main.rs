@@ -114,10 +114,9 @@ async fn run(args: RuntimeArgs) -> ExitCode {
     if let Some(path) = section.model.clone() {
         tokio::spawn(model_watch::watch(path, model.clone(), Duration::from_secs(1), runtime.shutdown.clone()));
     }
-    let (metrics, readiness, shutdown) = (runtime.metrics.clone(), runtime.readiness.clone(), runtime.shutdown.clone());
-    let config = section.stream_config();
-    let result =
-        tokio::task::spawn_blocking(move || stream::run(settings, config, model, metrics, readiness, shutdown)).await;
+    let stage = runtime.stream_handles();
+    let (config, core) = (section.stream_config(), section.core_config());
+    let result = tokio::task::spawn_blocking(move || stream::run(stage, config, core, model)).await;
     let code = match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {

@@ -15,6 +15,8 @@ use eventpipe_common::events::{
     derived_event_id, CustomerFeatures, LastScore, RiskScore, TransactionEvent, TransactionKind, SCHEMA_VERSION,
 };
 
+pub use eventpipe_common::stream::Rejected;
+
 use crate::model::RiskModel;
 use crate::window::{Applied, CustomerWindow};
 
@@ -42,21 +44,6 @@ pub struct CoreConfig {
 impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig { allowed_lateness: TimeDelta::days(1), min_score_change: 0.05 }
-    }
-}
-
-/// Why an input record is rejected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    /// One of [`reasons`].
-    pub reason: &'static str,
-    /// The detail, for the dead-letter's error header.
-    pub error: String,
-}
-
-impl Rejected {
-    fn new(reason: &'static str, error: impl Into<String>) -> Self {
-        Rejected { reason, error: error.into() }
     }
 }
 

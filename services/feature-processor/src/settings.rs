@@ -10,7 +10,8 @@ use eventpipe_common::config::ConfigError;
 
 use crate::model::RiskModel;
 use crate::processor::CoreConfig;
-use crate::stream::{Guarantee, StreamConfig};
+use eventpipe_common::stream::{Guarantee, StreamConfig};
+use eventpipe_common::topics::Topic;
 
 /// The model shipped in the binary, used when the config names none.
 pub const BUILT_IN_MODEL: &str = include_str!("../models/default.json");
@@ -81,10 +82,16 @@ impl FeatureProcessorSettings {
             guarantee: self.processing_guarantee,
             commit_interval: Duration::from_millis(self.commit_interval_ms),
             max_batch: self.max_batch,
-            core: CoreConfig {
-                allowed_lateness: TimeDelta::seconds(self.allowed_lateness_secs as i64),
-                min_score_change: self.min_score_change,
-            },
+            input: Topic::Transactions,
+            changelog: Topic::CustomerFeatures,
+        }
+    }
+
+    /// The core's configuration.
+    pub fn core_config(&self) -> CoreConfig {
+        CoreConfig {
+            allowed_lateness: TimeDelta::seconds(self.allowed_lateness_secs as i64),
+            min_score_change: self.min_score_change,
         }
     }
 }

@@ -19,6 +19,7 @@ use eventpipe_common::config::{PipelineFile, RuntimeArgs, Settings};
 use eventpipe_common::events::{CustomerFeatures, RiskScore, TransactionEvent};
 use eventpipe_common::http::Readiness;
 use eventpipe_common::stats::StageMetrics;
+use eventpipe_common::stream::StageHandles;
 use eventpipe_common::topics::Topic;
 use feature_processor::model::RiskModel;
 use feature_processor::model_watch::ModelHandle;
@@ -88,9 +89,10 @@ pub fn start(settings: Settings, section: &FeatureProcessorSettings, model: Mode
     let metrics = StageMetrics::new(&mut registry, "feature-processor", &settings.instance);
     let shutdown = CancellationToken::new();
     let readiness = Readiness::default();
-    let config = section.stream_config();
-    let (m, r, s) = (metrics.clone(), readiness.clone(), shutdown.clone());
-    let handle = std::thread::spawn(move || stream::run(settings, config, model, m, r, s));
+    let stage =
+        StageHandles { settings, metrics: metrics.clone(), readiness: readiness.clone(), shutdown: shutdown.clone() };
+    let (config, core) = (section.stream_config(), section.core_config());
+    let handle = std::thread::spawn(move || stream::run(stage, config, core, model));
     Running { shutdown, readiness, metrics, handle }
 }
 

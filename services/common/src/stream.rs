@@ -1,0 +1,569 @@
+//! The consume–transform–produce loop shared by the stateful stages (feature-processor,
+//! intervention): consume the input topic, hand each record to a [`StatefulProcessor`],
+//! produce its outputs, changelog records and dead letters, and commit the consumed
+//! offsets — in one Kafka transaction per batch (exactly once), or flush-then-commit
+//! (at least once).
+//!
+//! Runs on one thread of its own. Rebalance callbacks run inside `poll` on that thread:
+//! on revocation the open batch is committed first (its offsets belong to this group
+//! generation) and the revoked partitions' state is dropped; on assignment the new
+//! partitions' state is rebuilt from the stage's compacted changelog topic before `poll`
+//! can return any of their records, with `/readyz` false meanwhile. An aborted
+//! transaction leaves the in-memory state ahead of Kafka, so the state of every assigned
+//! partition is restored again and the consumer rewinds to the committed offsets, as
+//! Kafka Streams does with a task closed dirty.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::dead_letter::{DeadLetter, DeadLetterWriter};
+use crate::http::Readiness;
+use crate::kafka::send_waiting;
+use crate::stats::StageMetrics;
+use crate::telemetry::{append_headers, continue_trace};
+use crate::topics::Topic;
+
+/// Processing guarantee of a stateful stage (`processing_guarantee` in its section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Kafka transactions: outputs, changelog and input offsets commit together.
+    ExactlyOnce,
+    /// No transactions (for brokers without them): outputs are flushed, then offsets
+    /// committed; a crash can repeat outputs, with the same deterministic ids.
+    AtLeastOnce,
+}
+
+/// How the loop batches and commits, and which topics it reads.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    pub guarantee: Guarantee,
+    /// Commit at least this often while records flow.
+    pub commit_interval: Duration,
+    /// Commit after this many input records.
+    pub max_batch: usize,
+    /// The input topic.
+    pub input: Topic,
+    /// The compacted topic the processor's state is written to and restored from.
+    pub changelog: Topic,
+}
+
+/// Why an input record goes to dead-letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The dead-letter reason (`malformed`, `schema_invalid`, ...).
+    pub reason: &'static str,
+    /// The detail, for the dead-letter's error header.
+    pub error: String,
+}
+
+impl Rejected {
+    /// A rejection for `reason`.
+    pub fn new(reason: &'static str, error: impl Into<String>) -> Self {
+        Rejected { reason, error: error.into() }
+    }
+}
+
+/// One input record, as the processor sees it.
+pub struct Input<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    /// The processing span, continuing the record's `traceparent`.
+    pub span: &'a tracing::Span,
+}
+
+/// A record to produce. Outputs go to the input's partition number on co-partitioned
+/// topics, so a customer's outputs and state stay with the instance that owns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub topic: Topic,
+    pub partition: i32,
+    pub key: String,
+    pub payload: Vec<u8>,
+    /// Record timestamp (the event time), in milliseconds.
+    pub timestamp_ms: i64,
+    /// Headers, e.g. the trace context of the input that caused the record.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The pure part of a stateful stage, driven by [`run`]. State is kept per input
+/// partition so that partitions can be dropped and restored independently.
+pub trait StatefulProcessor: Send + 'static {
+    /// Processes one input record, pushing what it produces onto `out`; a rejected
+    /// record goes to dead-letter and the stage goes on.
+    fn process(&mut self, input: &Input<'_>, out: &mut Vec<Output>) -> Result<(), Rejected>;
+
+    /// The batch is about to commit: push what it still owes — decisions taken over the
+    /// whole batch, and the changelog records of the state it changed.
+    fn end_batch(&mut self, out: &mut Vec<Output>);
+
+    /// The open batch was aborted: forget what it changed (the state is restored next).
+    fn abort_batch(&mut self);
+
+    /// Loads one changelog record (`payload` `None` is a tombstone) into `partition`.
+    fn restore(&mut self, partition: i32, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(), String>;
+
+    /// Drops the state of `partition` (revoked, or about to be restored).
+    fn drop_partition(&mut self, partition: i32);
+
+    /// How many entries (e.g. customers) `partition` holds, for the restore log.
+    fn entries_in(&self, partition: i32) -> usize;
+}
+
+/// Why the loop stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("cannot create a Kafka client: {0}")]
+    Client(KafkaError),
+    #[error("cannot subscribe to {topic}: {source}")]
+    Subscribe { topic: String, source: KafkaError },
+    #[error("cannot initialise transactions for {id}: {source}")]
+    InitTransactions { id: String, source: KafkaError },
+    #[error("fatal Kafka error in {step}: {source}")]
+    Fatal { step: &'static str, source: KafkaError },
+    #[error("cannot restore state of partition {partition}: {message}")]
+    Restore { partition: i32, message: String },
+}
+
+/// The loop's mutable state, shared with the rebalance callbacks (same thread; the
+/// mutex is never contended).
+struct Loop<P> {
+    settings: Settings,
+    config: StreamConfig,
+    processor: P,
+    producer: FutureProducer,
+    dead_letters: DeadLetterWriter,
+    metrics: Arc<StageMetrics>,
+    readiness: Readiness,
+    batch: Batch,
+    outputs: Vec<Output>,
+    /// Partitions currently assigned to this instance.
+    assigned: Vec<i32>,
+    fatal: Option<StreamError>,
+}
+
+/// The open batch.
+#[derive(Default)]
+struct Batch {
+    /// Whether a transaction is open.
+    open: bool,
+    /// Next offset to consume, per input partition.
+    offsets: BTreeMap<i32, i64>,
+    /// When each input record was received (for latency).
+    received: Vec<Instant>,
+    /// Records produced in this batch.
+    produced: u64,
+    /// Delivery reports to wait for (at-least-once only).
+    deliveries: Vec<DeliveryFuture>,
+    started: Option<Instant>,
+}
+
+struct StageContext<P> {
+    state: Arc<Mutex<Loop<P>>>,
+}
+
+impl<P: StatefulProcessor> ClientContext for StageContext<P> {}
+
+impl<P: StatefulProcessor> ConsumerContext for StageContext<P> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut state = lock(&self.state);
+            let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(?revoked, "partitions revoked; committing the open batch");
+            if let Err(e) = state.commit(consumer) {
+                state.fail_or_recover(consumer, e);
+            }
+            for p in &revoked {
+                state.processor.drop_partition(*p);
+            }
+            state.assigned.retain(|p| !revoked.contains(p));
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut state = lock(&self.state);
+            let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(?assigned, "partitions assigned; restoring their state");
+            state.readiness.set(false);
+            if let Err(e) = state.restore(&assigned) {
+                state.fatal = Some(e);
+                return;
+            }
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let committed = consumer.committed_offsets((*tpl).clone(), Duration::from_secs(5));
+                tracing::debug!(?committed, "committed offsets at assignment");
+            }
+            state.assigned.extend(&assigned);
+            state.assigned.sort_unstable();
+            state.readiness.set(true);
+        }
+    }
+}
+
+fn lock<P>(state: &Mutex<Loop<P>>) -> MutexGuard<'_, Loop<P>> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type StageConsumer<P> = BaseConsumer<StageContext<P>>;
+
+/// The restore consumer's context: reaching the end of a partition is what it waits
+/// for, not an error worth logging.
+struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || matches!(error, KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF));
+        if !eof {
+            tracing::error!(%error, reason, "restore consumer error");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
+
+impl<P: StatefulProcessor> Loop<P> {
+    fn topic(&self, topic: Topic) -> &str {
+        self.settings.topic_name(topic)
+    }
+
+    /// Handles one input record inside the open batch.
+    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), KafkaError> {
+        if !self.batch.open {
+            if self.config.guarantee == Guarantee::ExactlyOnce {
+                self.producer.begin_transaction()?;
+            }
+            self.batch.open = true;
+            self.batch.started = Some(Instant::now());
+        }
+        self.batch.received.push(Instant::now());
+        self.metrics.record_consumed(1);
+        self.batch.offsets.insert(message.partition(), message.offset() + 1);
+
+        let span = tracing::info_span!("process", partition = message.partition(), offset = message.offset());
+        continue_trace(&span, message.headers());
+        let input = Input {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key(),
+            payload: message.payload(),
+            span: &span,
+        };
+        let mut outputs = std::mem::take(&mut self.outputs);
+        let result = self.processor.process(&input, &mut outputs);
+        let sent = self.send_all(&mut outputs);
+        self.outputs = outputs;
+        sent?;
+        if let Err(rejected) = result {
+            tracing::debug!(reason = rejected.reason, error = %rejected.error, "dead-lettering input");
+            self.metrics.record_dead_letter(rejected.reason);
+            let letter = DeadLetter::from_message(message, rejected.reason, rejected.error);
+            let record = self.dead_letters.record(&letter);
+            let delivery = send_waiting(&self.producer, record)?;
+            self.track(delivery);
+        }
+        Ok(())
+    }
+
+    /// Produces (and empties) `outputs`.
+    fn send_all(&mut self, outputs: &mut Vec<Output>) -> Result<(), KafkaError> {
+        for output in outputs.drain(..) {
+            let topic = self.settings.topic_name(output.topic);
+            let mut record = FutureRecord::to(topic)
+                .partition(output.partition)
+                .key(output.key.as_str())
+                .payload(&output.payload)
+                .timestamp(output.timestamp_ms);
+            if !output.headers.is_empty() {
+                record = record.headers(append_headers(OwnedHeaders::new_with_capacity(1), &output.headers));
+            }
+            let delivery = send_waiting(&self.producer, record)?;
+            self.track(delivery);
+        }
+        Ok(())
+    }
+
+    fn track(&mut self, delivery: DeliveryFuture) {
+        self.batch.produced += 1;
+        if self.config.guarantee == Guarantee::AtLeastOnce {
+            self.batch.deliveries.push(delivery);
+        }
+    }
+
+    /// Whether the open batch should be committed now.
+    fn due(&self) -> bool {
+        self.batch.open
+            && (self.batch.received.len() >= self.config.max_batch
+                || self.batch.started.is_some_and(|s| s.elapsed() >= self.config.commit_interval))
+    }
+
+    /// Writes what the batch still owes and commits outputs and offsets together.
+    fn commit(&mut self, consumer: &StageConsumer<P>) -> Result<(), KafkaError> {
+        if !self.batch.open {
+            return Ok(());
+        }
+        let mut outputs = std::mem::take(&mut self.outputs);
+        self.processor.end_batch(&mut outputs);
+        let sent = self.send_all(&mut outputs);
+        self.outputs = outputs;
+        sent?;
+        let topic = self.topic(self.config.input).to_owned();
+        let mut offsets = TopicPartitionList::new();
+        for (partition, offset) in &self.batch.offsets {
+            offsets.add_partition_offset(&topic, *partition, Offset::Offset(*offset))?;
+        }
+        match self.config.guarantee {
+            Guarantee::ExactlyOnce => {
+                let group = consumer.group_metadata().ok_or(KafkaError::NoMessageReceived)?;
+                self.producer.send_offsets_to_transaction(&offsets, &group, Duration::from_secs(10))?;
+                self.producer.commit_transaction(Duration::from_secs(30))?;
+                tracing::debug!(offsets = ?self.batch.offsets, "transaction committed");
+            }
+            Guarantee::AtLeastOnce => {
+                for delivery in self.batch.deliveries.drain(..) {
+                    match futures::executor::block_on(delivery) {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((e, _))) => return Err(e),
+                        Err(_) => return Err(KafkaError::Canceled),
+                    }
+                }
+                if offsets.count() > 0 {
+                    consumer.commit(&offsets, CommitMode::Sync)?;
+                }
+            }
+        }
+        self.metrics.record_produced(self.batch.produced);
+        self.metrics.record_latencies(self.batch.received.drain(..).map(|r| r.elapsed()));
+        self.batch = Batch::default();
+        Ok(())
+    }
+
+    /// After a failed commit: abort and rewind when the error allows it, else stop.
+    fn fail_or_recover(&mut self, consumer: &StageConsumer<P>, error: KafkaError) {
+        let abortable = match &error {
+            KafkaError::Transaction(e) => e.txn_requires_abort() && !e.is_fatal(),
+            _ => self.config.guarantee == Guarantee::AtLeastOnce,
+        };
+        if !abortable {
+            tracing::error!(%error, "fatal error committing the batch");
+            self.fatal = Some(StreamError::Fatal { step: "commit", source: error });
+            return;
+        }
+        tracing::warn!(%error, "batch failed; aborting, restoring state and rewinding to the committed offsets");
+        if self.config.guarantee == Guarantee::ExactlyOnce {
+            if let Err(e) = self.producer.abort_transaction(Duration::from_secs(30)) {
+                self.fatal = Some(StreamError::Fatal { step: "abort", source: e });
+                return;
+            }
+        }
+        self.batch = Batch::default();
+        self.outputs.clear();
+        self.processor.abort_batch();
+        let assigned = self.assigned.clone();
+        if let Err(e) = self.restore(&assigned) {
+            self.fatal = Some(e);
+            return;
+        }
+        if let Err(e) = rewind(consumer, self.topic(self.config.input), &assigned) {
+            self.fatal = Some(StreamError::Fatal { step: "rewind", source: e });
+        }
+    }
+
+    /// Rebuilds `partitions`' state from the changelog (committed records only).
+    fn restore(&mut self, partitions: &[i32]) -> Result<(), StreamError> {
+        for &p in partitions {
+            self.processor.drop_partition(p);
+        }
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let topic = self.topic(self.config.changelog).to_owned();
+        let mut config = self.settings.kafka.consumer_config(
+            &format!("{}-restore", self.settings.instance),
+            &format!("{}.restore", self.settings.group_id),
+        );
+        config.set("enable.partition.eof", "true");
+        let restorer: BaseConsumer<QuietEof> = config.create_with_context(QuietEof).map_err(StreamError::Client)?;
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                .map_err(|e| StreamError::Restore { partition: p, message: e.to_string() })?;
+        }
+        restorer.assign(&tpl).map_err(StreamError::Client)?;
+        let mut pending: Vec<i32> = partitions.to_vec();
+        let mut records = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !pending.is_empty() {
+            if Instant::now() > deadline {
+                return Err(StreamError::Restore { partition: pending[0], message: "timed out after 120 s".into() });
+            }
+            match restorer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => pending.retain(|x| *x != p),
+                Some(Err(e)) => tracing::warn!(error = %e, "restore consumer error"),
+                Some(Ok(m)) => match self.processor.restore(m.partition(), m.key(), m.payload()) {
+                    Ok(()) => records += 1,
+                    Err(error) => {
+                        tracing::warn!(partition = m.partition(), offset = m.offset(), %error, "skipping unreadable changelog record")
+                    }
+                },
+            }
+        }
+        let entries: usize = partitions.iter().map(|p| self.processor.entries_in(*p)).sum();
+        tracing::info!(?partitions, records, entries, seconds = started.elapsed().as_secs_f64(), "state restored");
+        Ok(())
+    }
+
+    /// Lag: the partitions' high watermarks minus the consumer's positions.
+    fn update_lag(&self, consumer: &StageConsumer<P>) {
+        let Ok(positions) = consumer.position() else { return };
+        let mut lag = 0u64;
+        for e in positions.elements() {
+            let Offset::Offset(position) = e.offset() else { continue };
+            if let Ok((_, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_millis(500)) {
+                if high >= 0 {
+                    lag += (high - position).max(0) as u64;
+                }
+            }
+        }
+        self.metrics.set_lag(lag);
+    }
+}
+
+/// Seeks `partitions` of `topic` back to their committed offsets (or the beginning).
+fn rewind<P: StatefulProcessor>(
+    consumer: &StageConsumer<P>,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<(), KafkaError> {
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    let mut seek = TopicPartitionList::new();
+    for e in committed.elements() {
+        let offset = match e.offset() {
+            Offset::Offset(o) => Offset::Offset(o),
+            _ => Offset::Beginning,
+        };
+        seek.add_partition_offset(topic, e.partition(), offset)?;
+    }
+    consumer.seek_partitions(seek, Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// What [`run`] needs besides the processor: the stage's settings, metrics, readiness
+/// and shutdown signal (from [`crate::runtime::StageRuntime`], or a test's own).
+pub struct StageHandles {
+    pub settings: Settings,
+    pub metrics: Arc<StageMetrics>,
+    pub readiness: Readiness,
+    pub shutdown: CancellationToken,
+}
+
+/// Runs the stage until `shutdown`, then commits the open batch and leaves the group.
+/// Blocking: run it on a thread of its own.
+pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, processor: P) -> Result<(), StreamError> {
+    let StageHandles { settings, metrics, readiness, shutdown } = stage;
+    let client_id = settings.instance.clone();
+    let producer: FutureProducer = match config.guarantee {
+        Guarantee::ExactlyOnce => {
+            settings.kafka.transactional_producer_config(&client_id, &settings.transactional_id())
+        }
+        Guarantee::AtLeastOnce => settings.kafka.producer_config(&client_id),
+    }
+    .create()
+    .map_err(StreamError::Client)?;
+    if config.guarantee == Guarantee::ExactlyOnce {
+        let id = settings.transactional_id();
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .map_err(|source| StreamError::InitTransactions { id, source })?;
+    }
+    let input = settings.topic_name(config.input).to_owned();
+    let dead_letters = DeadLetterWriter::new(settings.topic_name(Topic::DeadLetter), settings.stage.clone());
+    let consumer_config = settings.kafka.consumer_config(&client_id, &settings.group_id);
+    let state = Arc::new(Mutex::new(Loop {
+        settings,
+        config,
+        processor,
+        producer,
+        dead_letters,
+        metrics,
+        readiness,
+        batch: Batch::default(),
+        outputs: Vec::new(),
+        assigned: Vec::new(),
+        fatal: None,
+    }));
+    let consumer: StageConsumer<P> =
+        consumer_config.create_with_context(StageContext { state: state.clone() }).map_err(StreamError::Client)?;
+    consumer.subscribe(&[&input]).map_err(|source| StreamError::Subscribe { topic: input.clone(), source })?;
+    tracing::info!(topic = %input, guarantee = ?lock(&state).config.guarantee, "consuming");
+
+    let mut last_lag = Instant::now();
+    while !shutdown.is_cancelled() {
+        let polled = consumer.poll(Duration::from_millis(50));
+        let mut st = lock(&state);
+        if let Some(e) = st.fatal.take() {
+            return Err(e);
+        }
+        match polled {
+            None => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            Some(Ok(message)) => {
+                if let Err(e) = st.handle(&message) {
+                    drop(message);
+                    st.fail_or_recover(&consumer, e);
+                }
+            }
+        }
+        if st.due() {
+            if let Err(e) = st.commit(&consumer) {
+                st.fail_or_recover(&consumer, e);
+            }
+        }
+        if let Some(e) = st.fatal.take() {
+            return Err(e);
+        }
+        if last_lag.elapsed() >= Duration::from_secs(1) {
+            st.update_lag(&consumer);
+            last_lag = Instant::now();
+        }
+    }
+    tracing::info!("shutting down: committing the open batch and leaving the group");
+    {
+        let mut st = lock(&state);
+        if let Err(e) = st.commit(&consumer) {
+            st.fail_or_recover(&consumer, e);
+        }
+        st.readiness.set(false);
+    }
+    // Leaving the group revokes the partitions (the callback finds nothing open).
+    consumer.unsubscribe();
+    let _ = consumer.poll(Duration::from_millis(100));
+    let mut st = lock(&state);
+    if let Some(e) = st.fatal.take() {
+        return Err(e);
+    }
+    st.producer.flush(Duration::from_secs(10)).map_err(|source| StreamError::Fatal { step: "flush", source })?;
+    Ok(())
+}
