@@ -112,6 +112,11 @@ pub struct PipelineFile {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     pub stages: BTreeMap<String, serde_yaml::Value>,
+    /// The text this was parsed from, so a stage's section can be parsed again with
+    /// line numbers in its errors.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub source: Option<String>,
 }
 
 impl PipelineFile {
@@ -124,7 +129,9 @@ impl PipelineFile {
 
     /// Parses YAML text; errors name the key path.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        parse_yaml(text)
+        let mut file: PipelineFile = parse_yaml(text)?;
+        file.source = Some(text.to_owned());
+        Ok(file)
     }
 }
 
@@ -280,9 +287,26 @@ impl Settings {
 
     /// Parses this stage's section of the file (`stages.<stage>`), or the default when
     /// absent. Errors name the full key path.
+    /// When the file's text is known, the section is parsed from it, so errors also
+    /// carry the line and column (`... at line 12 column 9`).
     pub fn stage_settings<T: DeserializeOwned + Default>(&self) -> Result<T, ConfigError> {
         match self.file.stages.get(&self.stage) {
             None | Some(serde_yaml::Value::Null) => Ok(T::default()),
+            Some(_) if self.file.source.is_some() => {
+                let text = self.file.source.as_deref().unwrap_or_default();
+                let seed = section::FileSeed::<T>::new(&self.stage);
+                let mut track = serde_path_to_error::Track::new();
+                let de = serde_path_to_error::Deserializer::new(serde_yaml::Deserializer::from_str(text), &mut track);
+                match serde::de::DeserializeSeed::deserialize(seed, de) {
+                    Ok(value) => Ok(value.unwrap_or_default()),
+                    Err(e) => {
+                        let key = track.path().to_string();
+                        let message = e.to_string();
+                        let message = message.strip_prefix(&format!("{key}: ")).unwrap_or(&message).to_owned();
+                        Err(ConfigError::new(key, message))
+                    }
+                }
+            }
             Some(value) => serde_path_to_error::deserialize(value.clone()).map_err(|e| {
                 let path = e.path().to_string();
                 let key = if path == "." {
@@ -298,6 +322,59 @@ impl Settings {
     /// The transactional id of this instance: `P.<stage>.<POD_NAME>`.
     pub fn transactional_id(&self) -> String {
         format!("{}.{}.{}", self.pipeline, self.stage, self.instance)
+    }
+}
+
+/// Reads one stage's section straight out of the whole file's text, skipping the rest,
+/// so the YAML deserializer's errors keep their positions in the file.
+mod section {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    /// Finds `stages.<stage>` in the file and deserializes it as `T`.
+    pub struct FileSeed<'a, T> {
+        stage: &'a str,
+        at_stages: bool,
+        _t: PhantomData<T>,
+    }
+
+    impl<'a, T> FileSeed<'a, T> {
+        pub fn new(stage: &'a str) -> Self {
+            FileSeed { stage, at_stages: false, _t: PhantomData }
+        }
+    }
+
+    impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for FileSeed<'_, T> {
+        type Value = Option<T>;
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_map(self)
+        }
+    }
+
+    impl<'de, T: DeserializeOwned> Visitor<'de> for FileSeed<'_, T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a mapping")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if !self.at_stages && key == "stages" {
+                    found =
+                        map.next_value_seed(FileSeed::<T> { stage: self.stage, at_stages: true, _t: PhantomData })?;
+                } else if self.at_stages && key == self.stage {
+                    found = map.next_value::<Option<T>>()?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
     }
 }
 
@@ -448,10 +525,14 @@ mod tests {
         let s = Settings::resolve("producer", file, &args(), []).unwrap();
         let err = s.stage_settings::<ProducerSection>().unwrap_err();
         assert_eq!(err.key, "stages.producer.customers");
-        let file = PipelineFile::parse("stages:\n  producer:\n    custmers: 3\n").unwrap();
+        assert!(err.message.contains("line 3 column 16"), "{err}");
+        let file =
+            PipelineFile::parse("name: x\nstages:\n  dashboard: {a: 1}\n  producer:\n    seed: 1\n    custmers: 3\n")
+                .unwrap();
         let s = Settings::resolve("producer", file, &args(), []).unwrap();
         let err = s.stage_settings::<ProducerSection>().unwrap_err();
-        assert!(err.message.contains("custmers"), "{err}");
+        assert_eq!(err.key, "stages.producer.custmers");
+        assert!(err.message.contains("unknown field `custmers`") && err.message.contains("line 6"), "{err}");
     }
 
     #[test]
