@@ -201,4 +201,58 @@ impl TestBroker {
     pub fn topic(&self, topic: crate::topics::Topic) -> String {
         topic.name(&self.pipeline)
     }
+
+    /// Sends each `(key, payload)` to `topic` (partitioned by key, as the producer does)
+    /// and waits for every acknowledgement.
+    pub async fn send(&self, topic: crate::topics::Topic, records: &[(String, Vec<u8>)]) {
+        let producer = self.kafka.idempotent_producer("test-input").expect("test producer");
+        let name = self.topic(topic);
+        let mut pending = Vec::with_capacity(records.len());
+        for (key, payload) in records {
+            let record = rdkafka::producer::FutureRecord::to(&name).key(key.as_str()).payload(payload);
+            pending.push(producer.send_result(record).map_err(|(e, _)| e).expect("enqueue test record"));
+        }
+        for p in pending {
+            p.await.expect("delivery report").map_err(|(e, _)| e).expect("test record delivered");
+        }
+    }
+
+    /// Reads `topic` from the beginning with read_committed until `expected` records
+    /// have arrived and then `quiet` passes with nothing new (to catch duplicates), or
+    /// panics after `timeout`.
+    pub fn read_committed(
+        &self,
+        topic: crate::topics::Topic,
+        expected: usize,
+        quiet: std::time::Duration,
+        timeout: std::time::Duration,
+    ) -> Vec<rdkafka::message::OwnedMessage> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use std::time::{Duration, Instant};
+        let consumer: BaseConsumer = self
+            .kafka
+            .consumer_config("test-reader", &format!("{}.reader", self.pipeline))
+            .create()
+            .expect("test reader");
+        let name = self.topic(topic);
+        let partitions = self.topics.iter().find(|t| t.topic == topic).map_or(1, |t| t.partitions);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(&name, p, rdkafka::Offset::Beginning).expect("partition list");
+        }
+        consumer.assign(&tpl).expect("assign test reader");
+        let started = Instant::now();
+        let mut last_new = Instant::now();
+        let mut out = Vec::new();
+        loop {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                out.push(m.detach());
+                last_new = Instant::now();
+            }
+            if out.len() >= expected && last_new.elapsed() >= quiet {
+                return out;
+            }
+            assert!(started.elapsed() < timeout, "{name}: {} of {expected} records after {timeout:?}", out.len());
+        }
+    }
 }

@@ -8,7 +8,8 @@
 //! - [`telemetry`]: tracing, OpenTelemetry export and `traceparent` in Kafka headers.
 //! - [`http`], [`stats`], [`runtime`]: health, metrics, StageStats and the stage shell.
 //! - [`stream`]: the exactly-once consume–transform–produce loop of the stateful stages.
-//! - [`broker`]: the embedded broker and the integration tests' broker.
+//! - [`broker`], [`testing`]: the embedded broker, the integration tests' broker and
+//!   helpers for running stage binaries in tests.
 
 pub mod broker;
 pub mod config;
@@ -20,4 +21,5 @@ pub mod runtime;
 pub mod stats;
 pub mod stream;
 pub mod telemetry;
+pub mod testing;
 pub mod topics;

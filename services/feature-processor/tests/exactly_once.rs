@@ -13,56 +13,15 @@
 mod support;
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use eventpipe_common::broker::TestBroker;
+use eventpipe_common::testing::StageProcess;
 use eventpipe_common::topics::Topic;
 use support::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A counter from the process's /metrics, if it answers.
-fn metric(port: u16, name: &str) -> Option<f64> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    body.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-}
-
-/// A child process killed when the test ends, passed or not.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(broker: &TestBroker, pod: &str, port: u16, section: &str) -> Proc {
-    let dir = std::env::temp_dir().join(format!("fp-eos-{}-{pod}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("pipeline.yaml");
-    std::fs::write(&file, format!("stages:\n  feature-processor: {section}\n")).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_feature-processor"))
-        .arg("run")
-        .env("KAFKA_BOOTSTRAP_SERVERS", &broker.kafka.bootstrap_servers)
-        .env("PIPELINE_NAME", &broker.pipeline)
-        .env("PIPELINE_CONFIG", &file)
-        .env("POD_NAME", pod)
-        .env("HTTP_PORT", port.to_string())
-        .env("LOG_FORMAT", "pretty")
-        .env_remove("KAFKA_GROUP_ID")
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map(Proc)
-        .unwrap()
+fn spawn(broker: &TestBroker, pod: &str, section: &str) -> StageProcess {
+    StageProcess::spawn(env!("CARGO_BIN_EXE_feature-processor").as_ref(), "feature-processor", broker, pod, section)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,22 +52,19 @@ async fn kill_and_replace(name: &str, mid_transaction: bool) {
     assert_eq!(first % batch != 0, mid_transaction);
     send_events(&broker, &events[..first]).await;
 
-    let port_a = free_port();
-    let mut a =
-        spawn(&broker, &format!("{name}-a"), port_a, &format!("{{commit_interval_ms: 600000, max_batch: {batch}}}"));
+    let section = format!("{{commit_interval_ms: 600000, max_batch: {batch}}}");
+    let a = spawn(&broker, &format!("{name}-a"), &section);
     wait_until("A to consume the first stretch", Duration::from_secs(120), || {
-        metric(port_a, "eventpipe_records_consumed_total") == Some(first as f64)
+        a.metric("eventpipe_records_consumed_total") == Some(first as f64)
     });
     // Produced records are counted at commit: wait until the full batches are in.
     wait_until("A's commits", Duration::from_secs(30), || {
-        metric(port_a, "eventpipe_records_produced_total").is_some_and(|n| n > 0.0)
-            && metric(port_a, "eventpipe_processing_latency_seconds_count") == Some((first - first % batch) as f64)
+        a.metric("eventpipe_records_produced_total").is_some_and(|n| n > 0.0)
+            && a.metric("eventpipe_processing_latency_seconds_count") == Some((first - first % batch) as f64)
     });
-    a.0.kill().unwrap(); // SIGKILL: no commit, no abort, no leaving the group.
-    a.0.wait().unwrap();
+    a.kill(); // SIGKILL: no commit, no abort, no leaving the group.
 
-    let port_b = free_port();
-    let mut b = spawn(&broker, &format!("{name}-b"), port_b, "{commit_interval_ms: 100}");
+    let b = spawn(&broker, &format!("{name}-b"), "{commit_interval_ms: 100}");
     send_events(&broker, &events[first..]).await;
 
     let messages =
@@ -126,7 +82,5 @@ async fn kill_and_replace(name: &str, mid_transaction: bool) {
     assert_changelog_matches(&broker, 30, &reference);
 
     // B stops cleanly on SIGTERM.
-    assert!(Command::new("kill").args(["-TERM", &b.0.id().to_string()]).status().unwrap().success());
-    let status = b.0.wait().unwrap();
-    assert!(status.success(), "{status}");
+    assert!(b.terminate(), "B did not exit cleanly on SIGTERM");
 }

@@ -4,14 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::NaiveDate;
 use prometheus_client::registry::Registry;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use eventpipe_common::broker::TestBroker;
@@ -20,6 +18,7 @@ use eventpipe_common::events::{CustomerFeatures, RiskScore, TransactionEvent};
 use eventpipe_common::http::Readiness;
 use eventpipe_common::stats::StageMetrics;
 use eventpipe_common::stream::StageHandles;
+pub use eventpipe_common::testing::{counts, wait_until};
 use eventpipe_common::topics::Topic;
 use feature_processor::model::RiskModel;
 use feature_processor::model_watch::ModelHandle;
@@ -147,50 +146,11 @@ pub fn read_committed(
     quiet: Duration,
     timeout: Duration,
 ) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer =
-        broker.kafka.consumer_config("test-reader", &format!("{}.reader", broker.pipeline)).create().unwrap();
-    let name = broker.topic(topic);
-    let partitions = broker.topics.iter().find(|t| t.topic == topic).unwrap().partitions;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(&name, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let started = Instant::now();
-    let mut last_new = Instant::now();
-    let mut out = Vec::new();
-    loop {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            out.push(m.detach());
-            last_new = Instant::now();
-        }
-        if out.len() >= expected && last_new.elapsed() >= quiet {
-            return out;
-        }
-        assert!(started.elapsed() < timeout, "{name}: {} of {expected} records after {timeout:?}", out.len());
-    }
+    broker.read_committed(topic, expected, quiet, timeout)
 }
 
 pub fn scores_of(messages: &[OwnedMessage]) -> Vec<RiskScore> {
     messages.iter().map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap()).collect()
-}
-
-/// How many times each id occurs.
-pub fn counts<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> HashMap<T, usize> {
-    let mut counts = HashMap::new();
-    for i in items {
-        *counts.entry(i).or_default() += 1;
-    }
-    counts
-}
-
-/// Polls `done` every 50 ms; panics naming `what` after `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Asserts that the changelog's latest record of each of `customers` customers holds
