@@ -301,9 +301,7 @@ impl Settings {
                     Ok(value) => Ok(value.unwrap_or_default()),
                     Err(e) => {
                         let key = track.path().to_string();
-                        let message = e.to_string();
-                        let message = message.strip_prefix(&format!("{key}: ")).unwrap_or(&message).to_owned();
-                        Err(ConfigError::new(key, message))
+                        Err(ConfigError::new(key, strip_path_prefix(&e.to_string())))
                     }
                 }
             }
@@ -375,6 +373,15 @@ mod section {
             }
             Ok(found)
         }
+    }
+}
+
+/// serde_yaml starts its messages with the path of the node (`a.b[0]: ...`); the key
+/// is already said once, by [`ConfigError`].
+fn strip_path_prefix(message: &str) -> String {
+    match message.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') && !path.is_empty() => rest.to_owned(),
+        _ => message.to_owned(),
     }
 }
 

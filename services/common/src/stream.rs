@@ -74,6 +74,25 @@ impl Rejected {
     }
 }
 
+/// Dead-letter reasons every stage uses.
+pub mod reasons {
+    /// Not JSON, or no payload.
+    pub const MALFORMED: &str = "malformed";
+    /// JSON, but not a valid event of the input's type.
+    pub const SCHEMA_INVALID: &str = "schema_invalid";
+}
+
+/// Decodes a JSON input record of type `T`: no payload or broken JSON is
+/// [`reasons::MALFORMED`], JSON that is not a `T` is [`reasons::SCHEMA_INVALID`].
+pub fn decode_json<T: serde::de::DeserializeOwned>(payload: Option<&[u8]>) -> Result<T, Rejected> {
+    let payload = payload.ok_or_else(|| Rejected::new(reasons::MALFORMED, "record has no payload"))?;
+    serde_json::from_slice(payload).map_err(|e| {
+        let reason =
+            if e.is_syntax() || e.is_eof() || e.is_io() { reasons::MALFORMED } else { reasons::SCHEMA_INVALID };
+        Rejected::new(reason, e.to_string())
+    })
+}
+
 /// One input record, as the processor sees it.
 pub struct Input<'a> {
     pub partition: i32,

@@ -22,10 +22,7 @@ use crate::window::{Applied, CustomerWindow};
 
 /// Dead-letter reasons.
 pub mod reasons {
-    /// Not JSON, or no payload.
-    pub const MALFORMED: &str = "malformed";
-    /// JSON, but not a valid TransactionEvent.
-    pub const SCHEMA_INVALID: &str = "schema_invalid";
+    pub use eventpipe_common::stream::reasons::{MALFORMED, SCHEMA_INVALID};
     /// A transaction kind this build does not know.
     pub const UNKNOWN_KIND: &str = "unknown_kind";
     /// Behind the customer's latest event by more than the allowed lateness.
