@@ -136,12 +136,18 @@ async fn cooldown_is_honoured_across_a_kill_and_a_new_instance() {
     a.kill();
 
     let b = spawn(&broker, "iv-cooldown-b", section);
-    let later = [
+    let inside = [
         score("C1", 0.5, RiskBand::High, "2026-03-05T10:00:00Z", 0.0), // inside the cooldown
         score("C2", 0.5, RiskBand::High, "2026-03-05T10:00:00Z", 0.0),
-        score("C1", 0.6, RiskBand::High, "2026-03-12T10:00:00Z", 0.0), // after it
     ];
-    broker.send(Topic::RiskScores, &records(&later)).await;
+    broker.send(Topic::RiskScores, &records(&inside)).await;
+    // Decided on their own, not in one batch with the later score (which, being higher,
+    // would be decided first and start a cooldown of its own).
+    wait_until("B to decide the scores inside the cooldown", Duration::from_secs(60), || {
+        b.metric("eventpipe_interventions_suppressed_total{reason=\"cooldown\"}") == Some(1.0)
+    });
+    let after = score("C1", 0.6, RiskBand::High, "2026-03-12T10:00:00Z", 0.0);
+    broker.send(Topic::RiskScores, &records(&[after])).await;
     let messages = broker.read_committed(Topic::Interventions, 3, Duration::from_secs(3), Duration::from_secs(120));
     let mut got: Vec<(String, String)> =
         interventions(&messages).iter().map(|i| (i.customer_id.clone(), i.event_time.to_rfc3339())).collect();
@@ -154,9 +160,6 @@ async fn cooldown_is_honoured_across_a_kill_and_a_new_instance() {
             ("C2".to_owned(), "2026-03-05T10:00:00+00:00".to_owned()),
         ]
     );
-    wait_until("B's suppressed counter", Duration::from_secs(10), || {
-        b.metric("eventpipe_interventions_suppressed_total{reason=\"cooldown\"}") == Some(1.0)
-    });
     assert!(b.terminate());
 }
 
