@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::http::{self, HealthState, Readiness};
 use crate::stats::{publish_stats, StageMetrics};
-use crate::stream::StageHandles;
+use crate::stream::{StageHandles, StreamError};
 use crate::telemetry::{self, TelemetryGuard};
 use crate::topics::Topic;
 
@@ -96,6 +96,30 @@ impl StageRuntime {
             readiness: self.readiness.clone(),
             shutdown: self.shutdown.clone(),
         }
+    }
+
+    /// Runs a stateful stage's blocking loop on a thread of its own until it returns
+    /// (after SIGTERM, or on a fatal error), then shuts the runtime down. The exit code
+    /// says whether the loop ended cleanly.
+    pub async fn run_stream(
+        self,
+        stream: impl FnOnce(StageHandles) -> Result<(), StreamError> + Send + 'static,
+    ) -> std::process::ExitCode {
+        let stage = self.stream_handles();
+        let name = self.settings.stage.clone();
+        let code = match tokio::task::spawn_blocking(move || stream(stage)).await {
+            Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "{name} stopped");
+                std::process::ExitCode::FAILURE
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "processing thread panicked");
+                std::process::ExitCode::FAILURE
+            }
+        };
+        self.finish().await;
+        code
     }
 
     /// Cancels everything still running and waits for the background tasks (the last

@@ -114,20 +114,6 @@ async fn run(args: RuntimeArgs) -> ExitCode {
     if let Some(path) = section.model.clone() {
         tokio::spawn(model_watch::watch(path, model.clone(), Duration::from_secs(1), runtime.shutdown.clone()));
     }
-    let stage = runtime.stream_handles();
     let (config, core) = (section.stream_config(), section.core_config());
-    let result = tokio::task::spawn_blocking(move || stream::run(stage, config, core, model)).await;
-    let code = match result {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "feature-processor stopped");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "processing thread panicked");
-            ExitCode::FAILURE
-        }
-    };
-    runtime.finish().await;
-    code
+    runtime.run_stream(move |stage| stream::run(stage, config, core, model)).await
 }

@@ -80,19 +80,6 @@ async fn run(settings: Settings, section: InterventionSettings) -> ExitCode {
     }
     let partitions = settings.topic(Topic::RiskScores).partitions as u32;
     let stage = InterventionStage::new(&section, partitions, metrics);
-    let (handles, config) = (runtime.stream_handles(), section.stream_config());
-    let result = tokio::task::spawn_blocking(move || stream::run(handles, config, stage)).await;
-    let code = match result {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "intervention stopped");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "processing thread panicked");
-            ExitCode::FAILURE
-        }
-    };
-    runtime.finish().await;
-    code
+    let config = section.stream_config();
+    runtime.run_stream(move |handles| stream::run(handles, config, stage)).await
 }
