@@ -15,7 +15,7 @@ use eventpipe_common::stream::{decode_json, reasons, Input, Output, Rejected, St
 use eventpipe_common::telemetry::trace_headers;
 use eventpipe_common::topics::Topic;
 
-use crate::engine::{describe_critical, Decision, Engine, StateRecord};
+use crate::engine::{describe_critical, Decision, Engine, StateRecord, Suppression};
 use crate::settings::InterventionSettings;
 
 /// The stage's own Prometheus counters.
@@ -100,7 +100,13 @@ impl StatefulProcessor for InterventionStage {
     fn end_batch(&mut self, out: &mut Vec<Output>) {
         for decided in self.engine.decide() {
             if let Some(line) = describe_critical(&decided.score, &decided.decision) {
-                tracing::warn!(customer = %decided.score.customer_id, score = decided.score.score, reason = %line, "critical risk");
+                // A critical customer inside a cooldown was already acted on: say so
+                // once (at the action), not at every new score.
+                if matches!(decided.decision, Decision::Suppressed { why: Suppression::Cooldown, .. }) {
+                    tracing::debug!(customer = %decided.score.customer_id, score = decided.score.score, reason = %line, "critical risk");
+                } else {
+                    tracing::warn!(customer = %decided.score.customer_id, score = decided.score.score, reason = %line, "critical risk");
+                }
             }
             match decided.decision {
                 Decision::Fired(intervention) => {
