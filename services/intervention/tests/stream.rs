@@ -214,24 +214,50 @@ async fn daily_capacity_holds_with_two_instances_and_a_rebalance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a broker that aborts abandoned transactions after transaction.timeout.ms (Apache Kafka); tansu 0.6 and librdkafka's mock do not"]
 async fn killed_mid_transaction_the_audit_trail_has_each_action_once() {
-    let Some(broker) = TestBroker::start_transactional("iv-kill").await else {
+    kill_mid_transaction("iv-kill", "iv-kill-b").await;
+}
+
+/// The container restarted in the same pod (OOM kill, crash): the same POD_NAME, so the
+/// same transactional.id, whose initialisation fences the dead instance and aborts its
+/// open transaction at once — no transaction timeout involved. Against tansu 0.6 this
+/// fails: the fenced transaction's records reach read_committed readers (each dead
+/// letter is read twice), so it runs against Apache Kafka only, like the test above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "tansu 0.6 serves a fenced transaction's records to read_committed readers; needs Apache Kafka"]
+async fn killed_mid_transaction_and_restarted_in_place_the_audit_trail_has_each_action_once() {
+    kill_mid_transaction("iv-kill-same", "iv-kill-same-a").await;
+}
+
+async fn kill_mid_transaction(name: &str, replacement: &str) {
+    let Some(broker) = TestBroker::start_transactional(name).await else {
         eprintln!("{SKIPPED}");
         return;
     };
     let scores: Vec<RiskScore> =
-        (0..40).map(|i| score(&format!("K{i:02}"), 0.3, RiskBand::High, "2026-03-01T10:00:00Z", 1.0)).collect();
-    broker.send(Topic::RiskScores, &records(&scores)).await;
-    // A commits every 30 records and never on time: the last 10 sit in an open
-    // transaction when it is killed.
-    let a = spawn(&broker, "iv-kill-a", "{commit_interval_ms: 600000, max_batch: 30}");
+        (0..35).map(|i| score(&format!("K{i:02}"), 0.3, RiskBand::High, "2026-03-01T10:00:00Z", 1.0)).collect();
+    // A commits every 30 records and never on time.
+    let a = spawn(&broker, &format!("{name}-a"), "{commit_interval_ms: 600000, max_batch: 30}");
+    broker.send(Topic::RiskScores, &records(&scores[..30])).await;
+    wait_until("A's first commit", Duration::from_secs(60), || {
+        a.metric("eventpipe_processing_latency_seconds_count") == Some(30.0)
+    });
+    // The next 10 sit in A's open transaction when it is killed; the 5 unreadable ones
+    // have already been written to dead-letter inside it.
+    let mut rest = records(&scores[30..]);
+    rest.extend((0..5).map(|i| (format!("Z{i}"), b"not json".to_vec())));
+    broker.send(Topic::RiskScores, &rest).await;
     wait_until("A to consume everything", Duration::from_secs(60), || {
         a.metric("eventpipe_records_consumed_total") == Some(40.0)
     });
     a.kill();
-    let b = spawn(&broker, "iv-kill-b", "{commit_interval_ms: 50}");
-    let messages = broker.read_committed(Topic::Interventions, 40, Duration::from_secs(3), Duration::from_secs(120));
+    let b = spawn(&broker, replacement, "{commit_interval_ms: 50}");
+    let messages = broker.read_committed(Topic::Interventions, 35, Duration::from_secs(3), Duration::from_secs(120));
     let per_customer = counts(interventions(&messages).into_iter().map(|i| i.customer_id));
-    assert_eq!(per_customer.len(), 40);
+    assert_eq!(per_customer.len(), 35);
     assert!(per_customer.values().all(|n| *n == 1), "{per_customer:?}");
+    let letters = broker.read_committed(Topic::DeadLetter, 5, Duration::from_secs(2), Duration::from_secs(60));
+    let per_key = counts(letters.iter().map(|m| m.key().unwrap().to_vec()));
+    assert_eq!(per_key.len(), 5);
+    assert!(per_key.values().all(|n| *n == 1), "a dead letter from the killed transaction is visible: {per_key:?}");
     assert!(b.terminate());
 }
