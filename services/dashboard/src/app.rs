@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use eventpipe_common::config::Settings;
 use eventpipe_common::runtime::StageRuntime;
-use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::consumer::{self, CatchUp, ConsumerError, SharedState, Sinks};
@@ -26,6 +26,9 @@ pub struct Dashboard {
     pub state: SharedState,
     consumer: JoinHandle<Result<(), ConsumerError>>,
     publisher: JoinHandle<()>,
+    /// Dropping the dashboard without `wait`/`stop` (a failed test) still stops the
+    /// Kafka thread, which the tokio runtime would otherwise wait for forever.
+    _stop_on_drop: DropGuard,
 }
 
 impl Dashboard {
@@ -60,7 +63,8 @@ impl Dashboard {
         let catch_up = CatchUp { records: section.catch_up_records, timeout: section.catch_up_timeout() };
         let shutdown = runtime.shutdown.clone();
         let consumer = tokio::task::spawn_blocking(move || consumer::run(&settings, catch_up, sinks, shutdown));
-        Ok(Dashboard { runtime, state, consumer, publisher })
+        let _stop_on_drop = runtime.shutdown.clone().drop_guard();
+        Ok(Dashboard { runtime, state, consumer, publisher, _stop_on_drop })
     }
 
     /// Where the HTTP server listens.

@@ -192,27 +192,35 @@ impl<'a> Page<'a> {
         self.cdp.call(Some(&self.session), method, params).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Evaluates `expression` in the page and returns its value (promises awaited).
-    pub async fn eval(&self, expression: &str) -> Value {
+    /// Evaluates `expression` in the page: its value (promises awaited), or what it threw.
+    pub async fn try_eval(&self, expression: &str) -> Result<Value, String> {
         let r = self
             .call("Runtime.evaluate", json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }))
             .await;
-        if let Some(ex) = r.get("exceptionDetails") {
-            panic!("{expression} threw: {ex}");
+        match r.get("exceptionDetails") {
+            Some(ex) => Err(ex["exception"]["description"].as_str().unwrap_or("an exception").to_owned()),
+            None => Ok(r["result"]["value"].clone()),
         }
-        r["result"]["value"].clone()
     }
 
-    /// Evaluates `expression` every 100 ms until it is truthy; panics naming `what` after `timeout`.
+    /// Evaluates `expression` in the page and returns its value; panics if it throws.
+    pub async fn eval(&self, expression: &str) -> Value {
+        self.try_eval(expression).await.unwrap_or_else(|e| panic!("{expression} threw: {e}"))
+    }
+
+    /// Evaluates `expression` every 100 ms until it is truthy (a throw counts as not yet:
+    /// the page may still be loading); panics naming `what` after `timeout`.
     pub async fn wait_for(&self, what: &str, timeout: Duration, expression: &str) -> Value {
         let started = Instant::now();
         loop {
-            let v = self.eval(expression).await;
-            let truthy = !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
-            if truthy {
-                return v;
+            let v = self.try_eval(expression).await;
+            if let Ok(v) = &v {
+                let falsy = matches!(v, Value::Null | Value::Bool(false)) || *v == json!(0) || *v == json!("");
+                if !falsy {
+                    return v.clone();
+                }
             }
-            assert!(started.elapsed() < timeout, "timed out waiting for {what} ({expression} = {v})");
+            assert!(started.elapsed() < timeout, "timed out waiting for {what} ({expression} = {v:?})");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
