@@ -124,11 +124,11 @@
         pen = true;
       });
       if (d) svg.appendChild(svgEl('path', { d, fill: 'none', stroke: s.color, 'stroke-width': 2, 'stroke-linejoin': 'round', class: 'series' }));
-      if (o.compact) {
-        s.values.forEach((v, i) => {
-          if (v !== null) svg.appendChild(svgEl('circle', { cx: x(i), cy: y(v), r: 3, fill: s.color }));
-        });
-      }
+      // A point with no neighbour draws no line: mark it (and every point of a sparkline).
+      const isolated = (i) => (i === 0 || s.values[i - 1] === null) && (i === n - 1 || s.values[i + 1] === null);
+      s.values.forEach((v, i) => {
+        if (v !== null && (o.compact || isolated(i))) svg.appendChild(svgEl('circle', { cx: x(i), cy: y(v), r: o.compact ? 3 : 2.5, fill: s.color }));
+      });
     }
   }
 
