@@ -93,6 +93,27 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(payload: Option<&[u8]>) -> Re
     })
 }
 
+/// The checks every keyed input event passes: a supported `schema_version`, a
+/// customer id, and the record key equal to it (the partitioning the state relies on).
+/// Failures are [`reasons::SCHEMA_INVALID`].
+pub fn check_keyed_event(key: Option<&[u8]>, customer_id: &str, schema_version: u32) -> Result<(), Rejected> {
+    let invalid = |message: String| Err(Rejected::new(reasons::SCHEMA_INVALID, message));
+    if schema_version == 0 || schema_version > crate::events::SCHEMA_VERSION {
+        let supported = crate::events::SCHEMA_VERSION;
+        return invalid(format!("schema_version {schema_version} is not supported (1..={supported})"));
+    }
+    if customer_id.is_empty() {
+        return invalid("customer_id is empty".into());
+    }
+    if key != Some(customer_id.as_bytes()) {
+        return invalid(format!(
+            "record key {:?} is not the customer_id {customer_id}",
+            key.map(String::from_utf8_lossy)
+        ));
+    }
+    Ok(())
+}
+
 /// One input record, as the processor sees it.
 pub struct Input<'a> {
     pub partition: i32,

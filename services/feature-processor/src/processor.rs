@@ -15,6 +15,7 @@ use eventpipe_common::events::{
     derived_event_id, CustomerFeatures, LastScore, RiskScore, TransactionEvent, TransactionKind, SCHEMA_VERSION,
 };
 
+use eventpipe_common::stream::check_keyed_event;
 pub use eventpipe_common::stream::Rejected;
 
 use crate::model::RiskModel;
@@ -68,21 +69,7 @@ pub fn is_significant(kind: TransactionKind) -> bool {
 pub fn decode(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<TransactionEvent, Rejected> {
     let payload = payload.ok_or_else(|| Rejected::new(reasons::MALFORMED, "record has no payload"))?;
     let event: TransactionEvent = serde_json::from_slice(payload).map_err(|e| classify(payload, e))?;
-    if event.schema_version == 0 || event.schema_version > SCHEMA_VERSION {
-        return Err(Rejected::new(
-            reasons::SCHEMA_INVALID,
-            format!("schema_version {} is not supported (1..={SCHEMA_VERSION})", event.schema_version),
-        ));
-    }
-    if event.customer_id.is_empty() {
-        return Err(Rejected::new(reasons::SCHEMA_INVALID, "customer_id is empty"));
-    }
-    if key != Some(event.customer_id.as_bytes()) {
-        return Err(Rejected::new(
-            reasons::SCHEMA_INVALID,
-            format!("record key {:?} is not the customer_id {}", key.map(String::from_utf8_lossy), event.customer_id),
-        ));
-    }
+    check_keyed_event(key, &event.customer_id, event.schema_version)?;
     if event.currency.len() != 3 || !event.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(Rejected::new(
             reasons::SCHEMA_INVALID,

@@ -10,8 +10,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use eventpipe_common::events::{RiskScore, SCHEMA_VERSION};
-use eventpipe_common::stream::{decode_json, reasons, Input, Output, Rejected, StatefulProcessor};
+use eventpipe_common::events::RiskScore;
+use eventpipe_common::stream::{check_keyed_event, decode_json, reasons, Input, Output, Rejected, StatefulProcessor};
 use eventpipe_common::telemetry::trace_headers;
 use eventpipe_common::topics::Topic;
 
@@ -57,22 +57,9 @@ impl InterventionMetrics {
 /// Checks a RiskScore record; the error says which dead-letter reason applies.
 pub fn decode(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<RiskScore, Rejected> {
     let score: RiskScore = decode_json(payload)?;
-    let invalid = |message: String| Err(Rejected::new(reasons::SCHEMA_INVALID, message));
-    if score.schema_version == 0 || score.schema_version > SCHEMA_VERSION {
-        return invalid(format!("schema_version {} is not supported (1..={SCHEMA_VERSION})", score.schema_version));
-    }
-    if score.customer_id.is_empty() {
-        return invalid("customer_id is empty".into());
-    }
-    if key != Some(score.customer_id.as_bytes()) {
-        return invalid(format!(
-            "record key {:?} is not the customer_id {}",
-            key.map(String::from_utf8_lossy),
-            score.customer_id
-        ));
-    }
+    check_keyed_event(key, &score.customer_id, score.schema_version)?;
     if !(score.score.is_finite() && (0.0..=1.0).contains(&score.score)) {
-        return invalid(format!("score {} is not between 0 and 1", score.score));
+        return Err(Rejected::new(reasons::SCHEMA_INVALID, format!("score {} is not between 0 and 1", score.score)));
     }
     Ok(score)
 }
