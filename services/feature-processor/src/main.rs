@@ -96,6 +96,7 @@ fn main() -> ExitCode {
 async fn run(args: RuntimeArgs) -> ExitCode {
     let settings = Settings::load("feature-processor", &args).unwrap_or_else(|e| e.exit());
     let section: FeatureProcessorSettings = settings.stage_settings().unwrap_or_else(|e| e.exit());
+    let section = section.resolve_model_path(args.config.as_deref());
     section.validate().unwrap_or_else(|e| e.exit());
     let model = ModelHandle::new(section.load_model().unwrap_or_else(|e| e.exit()));
 

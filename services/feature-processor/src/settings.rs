@@ -1,6 +1,6 @@
 //! The feature-processor's section of the pipeline file (`stages.feature-processor`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -20,7 +20,8 @@ pub const BUILT_IN_MODEL: &str = include_str!("../models/default.json");
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeatureProcessorSettings {
-    /// Model file; reloaded when it changes. Default: the model built into the binary.
+    /// Model file, relative to the pipeline file's directory unless absolute; reloaded
+    /// when it changes. Default: the model built into the binary.
     pub model: Option<PathBuf>,
     /// `exactly_once` (Kafka transactions) or `at_least_once`.
     pub processing_guarantee: Guarantee,
@@ -64,6 +65,17 @@ impl FeatureProcessorSettings {
         Ok(())
     }
 
+    /// A relative `model` path names a file beside the pipeline file (`config`), so a
+    /// ConfigMap holding both can be mounted, or written to a directory, anywhere.
+    pub fn resolve_model_path(mut self, config: Option<&Path>) -> Self {
+        if let (Some(model), Some(dir)) = (&self.model, config.and_then(Path::parent)) {
+            if model.is_relative() {
+                self.model = Some(dir.join(model));
+            }
+        }
+        self
+    }
+
     /// Loads the configured model (or the built-in one); errors name the key.
     pub fn load_model(&self) -> Result<RiskModel, ConfigError> {
         match &self.model {
@@ -93,5 +105,23 @@ impl FeatureProcessorSettings {
             allowed_lateness: TimeDelta::seconds(self.allowed_lateness_secs as i64),
             min_score_change: self.min_score_change,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_model_path_is_beside_the_pipeline_file() {
+        let with = |model: &str| FeatureProcessorSettings { model: Some(model.into()), ..Default::default() };
+        let config = Path::new("/etc/eventpipe/pipeline.yaml");
+        assert_eq!(
+            with("model.json").resolve_model_path(Some(config)).model,
+            Some(PathBuf::from("/etc/eventpipe/model.json"))
+        );
+        assert_eq!(with("/models/m.json").resolve_model_path(Some(config)).model, Some(PathBuf::from("/models/m.json")));
+        assert_eq!(with("model.json").resolve_model_path(None).model, Some(PathBuf::from("model.json")));
+        assert_eq!(FeatureProcessorSettings::default().resolve_model_path(Some(config)).model, None);
     }
 }
