@@ -5,9 +5,9 @@
 #   1. YAML: every file under k8s/ and charts/ (and kind-config.yaml) parses; chart
 #      templates are skipped except the RBAC ones, which must parse unrendered with
 #      plain rules (a Rust test compares them with the operator's code).
-#   2. kubernetes-validate --strict (PyPI) on the k8s/ objects of core kinds, for
-#      Kubernetes 1.30 and the newest it knows; custom kinds (Kafka, KafkaNodePool,
-#      EventPipeline) are skipped by name.
+#   2. kubernetes-validate --strict (PyPI) on the core-kind objects of k8s/ and of the
+#      chart's crds/ (the CustomResourceDefinition), for Kubernetes 1.30 and the newest
+#      it knows; custom kinds (Kafka, KafkaNodePool, EventPipeline) are skipped by name.
 #   3. helm lint of charts/eventpipe-operator (renders every template, checks
 #      values.schema.json) through libhelm from the PyPI wheel helm-sdkpy, called with
 #      ctypes; plus lints of value variants that must pass and broken copies that must
@@ -53,7 +53,7 @@ check() {
 }
 
 check "YAML parses" python3 .ci/k8s_manifests.py parse "$root"
-check "kubernetes-validate --strict (core kinds under k8s/)" python3 .ci/k8s_manifests.py validate "$root"
+check "kubernetes-validate --strict (core kinds in k8s/ and crds/)" python3 .ci/k8s_manifests.py validate "$root"
 check "helm lint charts/eventpipe-operator (libhelm via ctypes)" \
   python3 .ci/helm_lint.py "$libhelm_dir" "$root/charts/eventpipe-operator"
 check "Tiltfile under starlark-go" python3 .ci/tiltfile_check.py "$root"

@@ -7,7 +7,8 @@
              they must parse as YAML unrendered, with plain `rules:` (no template
              expression, no wildcard), because a Rust test reads those rules and
              compares them with the operator's code.
-  validate   the objects of core Kubernetes kinds under k8s/ pass
+  validate   the objects of core Kubernetes kinds under k8s/ (and the charts' crds/,
+             which Helm applies unrendered) pass
              `kubernetes-validate --strict` for every Kubernetes version in K8S_VERSIONS;
              objects of custom kinds (Strimzi's Kafka, KafkaNodePool, KafkaTopic; our
              EventPipeline) are listed as skipped, since kubernetes-validate has no schema
@@ -113,7 +114,8 @@ def is_core(api_version):
 def validate(root):
     failures = []
     core = []
-    for path in yaml_files(root, "k8s"):
+    crds = sorted(p for p in (root / "charts").glob("*/crds/*") if p.suffix in (".yaml", ".yml"))
+    for path in yaml_files(root, "k8s") + crds:
         rel = path.relative_to(root)
         try:
             docs = load_all(path)
