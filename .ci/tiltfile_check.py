@@ -45,7 +45,7 @@ def k8s_resource(workload="", new_name="", port_forwards=None, extra_pod_selecto
 def local_resource(name, cmd="", deps=None, trigger_mode=None, resource_deps=None, ignore=None, auto_init=True,
                    serve_cmd="", cmd_bat="", serve_cmd_bat="", allow_parallel=False, links=None, tags=None,
                    env=None, serve_env=None, readiness_probe=None, dir="", serve_dir="", labels=None): ...
-def k8s_kind(kind, image_json_path=None, api_version=None, image_object=None, pod_readiness=""): ...  # noqa: E704
+def k8s_kind(kind, *, image_json_path=None, api_version=None, image_object=None, pod_readiness=""): ...  # noqa: E704
 def allow_k8s_contexts(contexts): ...  # noqa: E704
 def update_settings(max_parallel_updates=3, k8s_upsert_timeout_secs=30, suppress_unused_image_warnings=None): ...  # noqa: E704
 def blob(contents): ...  # noqa: E704
