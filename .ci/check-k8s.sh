@@ -14,6 +14,8 @@
 #      fail.
 #   4. The Tiltfile executed under starlark-go (PyPI) with Tilt's builtins stubbed:
 #      every path it references exists, its resource graph is closed, image names agree.
+#   5. The Dockerfile against the workspace: it builds and copies exactly the image's
+#      binaries, each a workspace package, and .dockerignore lets in what it needs.
 #
 # Installs what it needs with pip (pinned). helm-sdkpy declares Python >= 3.12 for its
 # wrapper, which is not used: only its shared library is, so it is installed into a
@@ -57,6 +59,7 @@ check "kubernetes-validate --strict (core kinds in k8s/ and crds/)" python3 .ci/
 check "helm lint charts/eventpipe-operator (libhelm via ctypes)" \
   python3 .ci/helm_lint.py "$libhelm_dir" "$root/charts/eventpipe-operator"
 check "Tiltfile under starlark-go" python3 .ci/tiltfile_check.py "$root"
+check "Dockerfile against the workspace" python3 .ci/dockerfile_check.py "$root"
 
 if [ "$failed" -gt 0 ]; then
   printf 'failed: %s\n' "${failed_names[@]}"
