@@ -100,7 +100,7 @@ helm --kube-context "$CONTEXT" upgrade --install strimzi-cluster-operator \
   --namespace kafka --wait --timeout 10m
 
 step "build $IMAGE and load it into kind"
-docker build -t "$IMAGE" .
+DOCKER_BUILDKIT=1 docker build -t "$IMAGE" .
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
 step "install the operator chart into $OPERATOR_NAMESPACE"
