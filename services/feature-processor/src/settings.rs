@@ -120,7 +120,10 @@ mod tests {
             with("model.json").resolve_model_path(Some(config)).model,
             Some(PathBuf::from("/etc/eventpipe/model.json"))
         );
-        assert_eq!(with("/models/m.json").resolve_model_path(Some(config)).model, Some(PathBuf::from("/models/m.json")));
+        assert_eq!(
+            with("/models/m.json").resolve_model_path(Some(config)).model,
+            Some(PathBuf::from("/models/m.json"))
+        );
         assert_eq!(with("model.json").resolve_model_path(None).model, Some(PathBuf::from("model.json")));
         assert_eq!(FeatureProcessorSettings::default().resolve_model_path(Some(config)).model, None);
     }
