@@ -96,7 +96,9 @@ fn main() -> ExitCode {
             print!("{}", crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Render { file } => match read_pipeline(&file).and_then(|p| render(&p).map_err(|e| e.to_string())) {
+        Command::Render { file } => match read_pipeline(&file)
+            .and_then(|p| render(&p).map_err(|e| format!("{}: invalid EventPipeline: {e}", file.display())))
+        {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

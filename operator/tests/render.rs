@@ -134,3 +134,22 @@ fn suspend_scales_every_stage_to_zero() {
         .collect();
     assert_eq!(replicas, [0, 0, 0, 0]);
 }
+
+#[test]
+fn render_of_an_invalid_file_exits_2_naming_the_field_in_one_line() {
+    let dir = std::env::temp_dir().join(format!("eventpipe-render-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.yaml");
+    let bad =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../k8s/examples/pre-delinquency.yaml"))
+            .unwrap()
+            .replace("when: band >= critical", "when: band => critical");
+    std::fs::write(&file, bad).unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_eventpipe-operator")).arg("render").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "nothing rendered");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("invalid EventPipeline: spec.stages.intervention.rules[0].when: in `band => critical`: unknown operator `=>`"), "{stderr}");
+}
