@@ -102,7 +102,9 @@ impl LeaderElector {
     /// Renews the lease every retry period; returns when leadership is lost (a renewal
     /// failed or another replica took the lease before it expired).
     pub async fn hold(&self) {
-        let deadline_slack = self.timing.lease;
+        // Give up one retry before the lease would expire, so another replica cannot
+        // take it while this one still believes it leads.
+        let deadline_slack = self.timing.lease.saturating_sub(self.timing.retry);
         let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.timing.retry).await;

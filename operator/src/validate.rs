@@ -97,8 +97,6 @@ pub struct StagePlan {
     pub stage: Stage,
     /// Desired replicas (0 when suspended).
     pub replicas: i32,
-    /// Replicas the spec asks for, suspension aside.
-    pub spec_replicas: i32,
     pub resources: Option<ResourceRequirements>,
 }
 
@@ -175,7 +173,6 @@ pub fn validate(pipeline: &EventPipeline) -> Result<Pipeline, InvalidSpec> {
         common.enabled.then(|| StagePlan {
             stage,
             replicas: if spec.suspend { 0 } else { common.replicas },
-            spec_replicas: common.replicas,
             resources: common.resources.clone(),
         })
     };

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::build::labels::{owned_selector, topic_selector, MANAGER, PIPELINE_NAMESPACE_LABEL};
 use crate::build::{desired, Desired};
-use crate::crd::{EventPipeline, EventPipelineStatus, TopicDeletionPolicy};
+use crate::crd::{EventPipeline, EventPipelineStatus, Phase, TopicDeletionPolicy};
 use crate::metrics::Metrics;
 use crate::strimzi::{KafkaTopic, MANAGED_ANNOTATION};
 use crate::validate::{validate, Pipeline};
@@ -120,7 +120,8 @@ async fn reconcile_inner(pipeline: &EventPipeline, ctx: &Context) -> Result<Acti
     let validated = match validate(pipeline) {
         Ok(v) => v,
         Err(invalid) => {
-            let status = status::invalid(&observed, &invalid.to_string());
+            let message = format!("spec not applied: {invalid}");
+            let status = status::not_applied(&observed, Phase::Failed, "InvalidSpec", &message);
             if write_status(&api, pipeline, &status).await? {
                 publish(ctx, pipeline, EventType::Warning, "InvalidSpec", "Validate", invalid.to_string()).await;
             }
@@ -132,8 +133,8 @@ async fn reconcile_inner(pipeline: &EventPipeline, ctx: &Context) -> Result<Acti
     let objects = desired(&validated);
     match apply_all(ctx, &validated, &objects).await {
         Ok((changes, deployments, topics)) => {
-            let status = status::applied(&observed, &validated, &deployments, &topics, None);
-            let running = status.phase == Some(crate::crd::Phase::Running);
+            let status = status::applied(&observed, &validated, &deployments, &topics);
+            let running = status.phase == Some(Phase::Running);
             write_status(&api, pipeline, &status).await?;
             if !changes.is_empty() {
                 publish(ctx, pipeline, EventType::Normal, "Applied", "Reconcile", changes.join("; ")).await;
@@ -142,7 +143,9 @@ async fn reconcile_inner(pipeline: &EventPipeline, ctx: &Context) -> Result<Acti
         }
         Err(e) => {
             // Best effort: the status says why, then the error policy retries.
-            let status = status::applied(&observed, &validated, &[], &[], Some((e.reason(), e.to_string())));
+            let was_running = pipeline.status.as_ref().and_then(|s| s.phase).is_some_and(|p| p == Phase::Running);
+            let phase = if was_running { Phase::Degraded } else { Phase::Failed };
+            let status = status::not_applied(&observed, phase, e.reason(), &e.to_string());
             let _ = write_status(&api, pipeline, &status).await;
             publish(ctx, pipeline, EventType::Warning, e.reason(), "Reconcile", e.to_string()).await;
             Err(e)
@@ -288,10 +291,13 @@ async fn cleanup(pipeline: &EventPipeline, ctx: &Context) -> Result<(), Error> {
 
 /// Publishes an Event on the pipeline; a failure is logged, never fatal.
 async fn publish(ctx: &Context, pipeline: &EventPipeline, type_: EventType, reason: &str, action: &str, note: String) {
+    // Kubernetes caps an Event's note at 1 kB.
     let mut note = note;
-    if note.len() > 1000 {
-        note.truncate(note.char_indices().take_while(|(i, _)| *i < 1000).last().map_or(0, |(i, _)| i));
+    let mut end = note.len().min(1000);
+    while !note.is_char_boundary(end) {
+        end -= 1;
     }
+    note.truncate(end);
     let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&event, &pipeline.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "cannot publish an Event");

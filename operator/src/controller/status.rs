@@ -25,34 +25,25 @@ pub struct Observed<'a> {
     pub now: Time,
 }
 
-/// The status of a spec that failed validation: nothing was applied.
-pub fn invalid(observed: &Observed, field_and_message: &str) -> EventPipelineStatus {
-    let mut status = EventPipelineStatus {
-        observed_generation: observed.generation,
-        phase: Some(Phase::Failed),
-        ..Default::default()
-    };
-    let previous = observed.previous;
-    // Keep what was last seen of stages and topics: they still run as before.
-    if let Some(p) = previous {
-        status.stages = p.stages.clone();
-        status.topics = p.topics.clone();
-        status.stages_summary = p.stages_summary.clone();
-        status.topics_summary = p.topics_summary.clone();
-    }
-    let message = format!("spec not applied: {field_and_message}");
-    status.conditions = vec![condition(observed, READY, false, "InvalidSpec", &message)];
+/// The status when the spec was not (fully) applied — invalid, or the API refused a
+/// write: `Ready` is false with `reason`; what was last seen of the stages and topics
+/// stays, since they still run as before.
+pub fn not_applied(observed: &Observed, phase: Phase, reason: &str, message: &str) -> EventPipelineStatus {
+    let mut status = observed.previous.cloned().unwrap_or_default();
+    status.observed_generation = observed.generation;
+    status.phase = Some(phase);
+    let ready = condition(observed, READY, false, reason, message);
+    status.conditions.retain(|c| c.type_ != READY);
+    status.conditions.insert(0, ready);
     status
 }
 
-/// The status of a pipeline whose objects were applied (or failed to apply:
-/// `apply_error` is the error's reason and message).
+/// The status of a pipeline whose objects were applied.
 pub fn applied(
     observed: &Observed,
     pipeline: &Pipeline,
     deployments: &[Deployment],
     topics: &[KafkaTopic],
-    apply_error: Option<(&str, String)>,
 ) -> EventPipelineStatus {
     let stages: Vec<StageStatus> = pipeline
         .stages
@@ -141,28 +132,18 @@ pub fn applied(
 
     let was_running =
         observed.previous.and_then(|p| p.phase).is_some_and(|p| matches!(p, Phase::Running | Phase::Degraded));
-    let (phase, ready) = match &apply_error {
-        Some((reason, message)) => (
-            if was_running { Phase::Degraded } else { Phase::Failed },
-            condition(observed, READY, false, reason, message),
-        ),
-        None if pipeline.suspended => {
-            (Phase::Suspended, condition(observed, READY, false, "Suspended", "spec.suspend is true"))
-        }
-        None if all_stages && all_topics => {
-            (Phase::Running, condition(observed, READY, true, "Running", "every topic and stage is ready"))
-        }
-        None => {
-            let (reason, message) = if all_topics {
-                ("StagesNotReady", stages_condition.message.clone())
-            } else {
-                ("TopicsNotReady", topics_condition.message.clone())
-            };
-            (
-                if was_running { Phase::Degraded } else { Phase::Provisioning },
-                condition(observed, READY, false, reason, &message),
-            )
-        }
+    let (phase, ready) = if pipeline.suspended {
+        (Phase::Suspended, condition(observed, READY, false, "Suspended", "spec.suspend is true"))
+    } else if all_stages && all_topics {
+        (Phase::Running, condition(observed, READY, true, "Running", "every topic and stage is ready"))
+    } else {
+        let (reason, message) = if all_topics {
+            ("StagesNotReady", &stages_condition.message)
+        } else {
+            ("TopicsNotReady", &topics_condition.message)
+        };
+        let phase = if was_running { Phase::Degraded } else { Phase::Provisioning };
+        (phase, condition(observed, READY, false, reason, message))
     };
 
     EventPipelineStatus {
