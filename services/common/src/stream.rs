@@ -131,7 +131,8 @@ pub struct Output {
     pub topic: Topic,
     pub partition: i32,
     pub key: String,
-    pub payload: Vec<u8>,
+    /// The value; `None` is a tombstone (on a compacted topic: forget this key).
+    pub payload: Option<Vec<u8>>,
     /// Record timestamp (the event time), in milliseconds.
     pub timestamp_ms: i64,
     /// Headers, e.g. the trace context of the input that caused the record.
@@ -325,8 +326,10 @@ impl<P: StatefulProcessor> Loop<P> {
             let mut record = FutureRecord::to(topic)
                 .partition(output.partition)
                 .key(output.key.as_str())
-                .payload(&output.payload)
                 .timestamp(output.timestamp_ms);
+            if let Some(payload) = &output.payload {
+                record = record.payload(payload);
+            }
             if !output.headers.is_empty() {
                 record = record.headers(append_headers(OwnedHeaders::new_with_capacity(1), &output.headers));
             }
