@@ -125,7 +125,13 @@ impl TransactionView<'_> {
 /// Decodes and checks a transaction; the error says which dead-letter reason applies.
 pub fn decode<'a>(key: Option<&[u8]>, payload: Option<&'a [u8]>) -> Result<TransactionView<'a>, Rejected> {
     let payload = payload.ok_or_else(|| Rejected::new(reasons::MALFORMED, "record has no payload"))?;
-    let event: TransactionView<'a> = serde_json::from_slice(payload).map_err(|e| classify(payload, e))?;
+    // Checking the UTF-8 of the whole payload at once is cheaper than serde_json
+    // checking each string; invalid UTF-8 goes the slice way, for serde_json's error.
+    let parsed = match std::str::from_utf8(payload) {
+        Ok(text) => serde_json::from_str::<TransactionView<'a>>(text),
+        Err(_) => serde_json::from_slice(payload),
+    };
+    let event = parsed.map_err(|e| classify(payload, e))?;
     check_keyed_event(key, &event.customer_id, event.schema_version)?;
     if event.currency.len() != 3 || !event.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(Rejected::new(
@@ -190,13 +196,13 @@ struct PartitionState {
 pub struct Core {
     config: CoreConfig,
     scorer: Scorer,
-    partitions: std::collections::HashMap<i32, PartitionState>,
+    partitions: HashMap<i32, PartitionState>,
 }
 
 impl Core {
     /// An empty core scoring with `model`.
     pub fn new(config: CoreConfig, model: Arc<RiskModel>) -> Self {
-        Core { config, scorer: Scorer::new(model), partitions: std::collections::HashMap::new() }
+        Core { config, scorer: Scorer::new(model), partitions: HashMap::new() }
     }
 
     /// The model in use.
@@ -409,6 +415,10 @@ mod tests {
         let key = Some(&b"C1"[..]);
         assert_eq!(decode(key, None).unwrap_err().reason, reasons::MALFORMED);
         assert_eq!(decode(key, Some(b"{not json")).unwrap_err().reason, reasons::MALFORMED);
+        let bytes = b"{\"customer_id\":\"C\xff1\"}";
+        let bad_utf8 = decode(key, Some(bytes)).unwrap_err();
+        let expected = serde_json::from_slice::<TransactionEvent>(bytes).unwrap_err().to_string();
+        assert_eq!((bad_utf8.reason, bad_utf8.error), (reasons::MALFORMED, expected));
         assert_eq!(decode(key, Some(b"[1,2]")).unwrap_err().reason, reasons::SCHEMA_INVALID);
         let event = |kind: &str, customer: &str, currency: &str| {
             format!(

@@ -129,6 +129,9 @@ impl CustomerWindow {
 
     /// The bucket of day number `number`, if that day had activity.
     pub fn bucket(&self, number: i32) -> Option<&DayBucket> {
+        if let Some(last) = self.days.back().filter(|b| b.number == number) {
+            return Some(&last.data);
+        }
         let i = self.days.binary_search_by_key(&number, |b| b.number).ok()?;
         Some(&self.days[i].data)
     }
@@ -225,9 +228,15 @@ impl CustomerWindow {
         }
     }
 
-    /// The window sums the features need, in one pass over the ring.
-    fn sums(&self, as_of: i32) -> Sums {
+    /// The window sums the features need, and the closing balances of each of the 30
+    /// days ending with `as_of` (oldest first, carried forward over days without
+    /// activity; `None` before the first known day), in one pass over the ring from
+    /// its newest day: the ring does not fit in the cache, so each bucket is read once.
+    fn sums(&self, as_of: i32) -> (Sums, [Option<i64>; 30]) {
         let mut s = Sums::default();
+        // closing[i] is the closing balance of day as_of − 29 + i, where it had activity.
+        let mut closing = [None; 30];
+        let mut carried_in = None;
         for b in self.days.iter().rev() {
             let age = as_of - b.number;
             let b = &b.data;
@@ -235,6 +244,7 @@ impl CustomerWindow {
                 s.missed_repayments_90 += i64::from(b.missed_repayments);
             }
             if age < 30 {
+                closing[(29 - age) as usize] = Some(b.closing_balance_minor);
                 s.inflow_30 += b.inflow_minor;
                 s.outflow_30 += b.outflow_minor;
                 s.discretionary_30 += b.discretionary_minor;
@@ -243,8 +253,12 @@ impl CustomerWindow {
                 s.failed_debits_30 += i64::from(b.failed_debits);
                 s.overdraft_fees_30 += i64::from(b.overdraft_fees);
                 s.bnpl_30 += i64::from(b.bnpl_count);
-            } else if age < 60 {
-                s.discretionary_previous_30 += b.discretionary_minor;
+            } else {
+                // The newest day before the 30-day window carries into it.
+                carried_in.get_or_insert(b.closing_balance_minor);
+                if age < 60 {
+                    s.discretionary_previous_30 += b.discretionary_minor;
+                }
             }
             if age < 7 {
                 s.txn_count_7 += i64::from(b.txn_count);
@@ -252,24 +266,14 @@ impl CustomerWindow {
                     Some(s.min_balance_7.map_or(b.min_balance_minor, |m: i64| m.min(b.min_balance_minor)));
             }
         }
-        s
-    }
-
-    /// Closing balances of each of the 30 days ending with `as_of`, oldest first,
-    /// carried forward over days without activity; `None` before the first known day.
-    fn closing_balances_30(&self, as_of: i32) -> [Option<i64>; 30] {
-        let first = as_of - 29;
-        let start = self.days.partition_point(|b| b.number < first);
-        let mut carried = start.checked_sub(1).map(|i| self.days[i].data.closing_balance_minor);
-        let mut buckets = self.days.range(start..).peekable();
-        let mut out = [None; 30];
-        for (i, slot) in out.iter_mut().enumerate() {
-            if let Some(b) = buckets.next_if(|b| b.number == first + i as i32) {
-                carried = Some(b.data.closing_balance_minor);
+        let mut carried = carried_in;
+        for slot in &mut closing {
+            match slot {
+                Some(balance) => carried = Some(*balance),
+                None => *slot = carried,
             }
-            *slot = carried;
         }
-        out
+        (s, closing)
     }
 
     /// The named features as of the latest event-time day (all zero before any event).
@@ -278,7 +282,7 @@ impl CustomerWindow {
             return FeatureValues::default();
         }
         let as_of = self.latest;
-        let closing_30 = self.closing_balances_30(as_of);
+        let (sums, closing_30) = self.sums(as_of);
         let closing_7 = &closing_30[23..];
 
         let salary_days_late = i64::from(match self.salaries.last() {
@@ -297,7 +301,6 @@ impl CustomerWindow {
             _ => 0.0,
         };
 
-        let sums = self.sums(as_of);
         // Lowest balance over 7 days: intraday minima, and carried balances on quiet days.
         let balance_min_7d =
             sums.min_balance_7.into_iter().chain(closing_7.iter().flatten().copied()).min().map_or(0.0, major);
