@@ -61,6 +61,35 @@ fn input(customers: u32, days: u32) -> Vec<(String, Vec<u8>)> {
 /// The core over `records`, encoding the changelog every `changelog_every` records
 /// (the stage writes it once per batch; `usize::MAX`: never).
 fn core_path(records: &[(String, Vec<u8>)], changelog_every: usize, label: &str) {
+    // Best of three runs: the machine is shared, and a slower run only measures the noise.
+    // Also per second of this thread's own CPU time, which other processes on the
+    // machine do not take away.
+    let mut best = (f64::INFINITY, f64::INFINITY);
+    let mut summary = String::new();
+    for _ in 0..3 {
+        let cpu_before = thread_cpu_seconds();
+        let (secs, line) = core_path_once(records, changelog_every);
+        let cpu = thread_cpu_seconds().zip(cpu_before).map_or(f64::NAN, |(after, before)| after - before);
+        if secs < best.0 {
+            (best, summary) = ((secs, cpu), line);
+        }
+    }
+    let n = records.len() as f64;
+    println!(
+        "core path, {label:<34} {:>10.0} events/s  ({:.0} per CPU-second; {summary}, one core, best of 3)",
+        n / best.0,
+        n / best.1
+    );
+}
+
+/// CPU time this thread has run, from /proc (Linux); `None` elsewhere.
+fn thread_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(nanos / 1e9)
+}
+
+fn core_path_once(records: &[(String, Vec<u8>)], changelog_every: usize) -> (f64, String) {
     let mut core = Core::new(CoreConfig::default(), Arc::new(model()));
     let mut out = Vec::with_capacity(1024);
     let (mut scores, mut changelog_records, mut bytes) = (0u64, 0u64, 0usize);
@@ -82,12 +111,12 @@ fn core_path(records: &[(String, Vec<u8>)], changelog_every: usize, label: &str)
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "core path, {label:<34} {:>10.0} events/s  ({} events, {scores} scores, {changelog_records} changelog records, {:.0} MB out, one core)",
-        records.len() as f64 / secs,
+    let line = format!(
+        "{} events, {scores} scores, {changelog_records} changelog records, {:.0} MB out",
         records.len(),
         bytes as f64 / 1e6
     );
+    (secs, line)
 }
 
 struct Broker {
@@ -169,7 +198,8 @@ fn pass_through(kafka: &KafkaSettings, pipeline: &str, expected: usize) -> f64 {
     started.unwrap().elapsed().as_secs_f64()
 }
 
-/// The stage, from its first record to the commit of its last.
+/// The stage, from its first record to the commit of its last (as the pass-through:
+/// leaving the group afterwards is not timed).
 fn stage(kafka: &KafkaSettings, pipeline: &str, guarantee: &str, expected: usize) -> f64 {
     let args = RuntimeArgs {
         pipeline_name: Some(pipeline.to_owned()),
@@ -193,20 +223,26 @@ fn stage(kafka: &KafkaSettings, pipeline: &str, guarantee: &str, expected: usize
     };
     let (config, core) = (section.stream_config(), section.core_config());
     let handle = std::thread::spawn(move || stream::run(stage, config, core, ModelHandle::new(model())));
-    let mut consumed = 0u64;
+    // Committed input records: the latency of each is recorded when its batch commits.
+    let committed = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("eventpipe_processing_latency_seconds_count ")?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as usize
+    };
     let mut started = None;
-    while consumed < expected as u64 {
-        std::thread::sleep(Duration::from_millis(5));
-        let window = metrics.take_window(chrono::Utc::now());
-        if window.consumed > 0 {
-            // First records seen: back-date to the window start (≤ 5 ms early).
-            started.get_or_insert_with(|| Instant::now() - Duration::from_millis(5));
+    while committed() < expected {
+        std::thread::sleep(Duration::from_millis(2));
+        if started.is_none() && metrics.take_window(chrono::Utc::now()).consumed > 0 {
+            // First records seen: back-date to the last look (≤ 2 ms early).
+            started = Some(Instant::now() - Duration::from_millis(2));
         }
-        consumed += window.consumed;
     }
+    let secs = started.unwrap().elapsed().as_secs_f64();
     shutdown.cancel();
     handle.join().unwrap().unwrap();
-    started.unwrap().elapsed().as_secs_f64()
+    secs
 }
 
 async fn broker_ratio(customers: u32, days: u32) {
@@ -240,9 +276,10 @@ fn main() {
     core_path(&records, usize::MAX, "no changelog:");
     core_path(&records, 100_000, "changelog every 100 000 records:");
     core_path(&records, 2_000, "changelog every 2 000 records:");
+    let broker_customers = env_u32("BENCH_BROKER_CUSTOMERS", if quick { 100 } else { 4_000 });
+    if broker_customers == 0 {
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(broker_ratio(
-        env_u32("BENCH_BROKER_CUSTOMERS", if quick { 100 } else { 4_000 }),
-        env_u32("BENCH_BROKER_DAYS", if quick { 3 } else { 10 }),
-    ));
+    runtime.block_on(broker_ratio(broker_customers, env_u32("BENCH_BROKER_DAYS", if quick { 3 } else { 10 })));
 }
