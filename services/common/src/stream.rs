@@ -21,7 +21,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -131,7 +131,8 @@ pub struct Output {
     pub topic: Topic,
     pub partition: i32,
     pub key: String,
-    pub payload: Vec<u8>,
+    /// The value; `None` is a tombstone (on a compacted topic: forget this key).
+    pub payload: Option<Vec<u8>>,
     /// Record timestamp (the event time), in milliseconds.
     pub timestamp_ms: i64,
     /// Headers, e.g. the trace context of the input that caused the record.
@@ -212,9 +213,29 @@ struct Batch {
 
 struct StageContext<P> {
     state: Arc<Mutex<Loop<P>>>,
+    metrics: Arc<StageMetrics>,
+    input: String,
 }
 
-impl<P: StatefulProcessor> ClientContext for StageContext<P> {}
+impl<P: StatefulProcessor> ClientContext for StageContext<P> {
+    /// Lag from librdkafka's statistics (every second, served inside `poll`): per
+    /// assigned partition, the last stable offset (read_committed) minus the position.
+    /// The watermarks come with the fetch responses, so no request to the broker is
+    /// made on the processing thread.
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.input) else { return };
+        let lag = topic
+            .partitions
+            .values()
+            .filter(|p| p.partition >= 0 && p.desired && p.app_offset >= 0)
+            .map(|p| {
+                let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+                (end - p.app_offset).max(0) as u64
+            })
+            .sum();
+        self.metrics.set_lag(lag);
+    }
+}
 
 impl<P: StatefulProcessor> ConsumerContext for StageContext<P> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -280,16 +301,16 @@ impl<P: StatefulProcessor> Loop<P> {
         self.settings.topic_name(topic)
     }
 
-    /// Handles one input record inside the open batch.
-    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), KafkaError> {
+    /// Handles one input record, received at `now`, inside the open batch.
+    fn handle(&mut self, message: &BorrowedMessage<'_>, now: Instant) -> Result<(), KafkaError> {
         if !self.batch.open {
             if self.config.guarantee == Guarantee::ExactlyOnce {
                 self.producer.begin_transaction()?;
             }
             self.batch.open = true;
-            self.batch.started = Some(Instant::now());
+            self.batch.started = Some(now);
         }
-        self.batch.received.push(Instant::now());
+        self.batch.received.push(now);
         self.metrics.record_consumed(1);
         self.batch.offsets.insert(message.partition(), message.offset() + 1);
 
@@ -325,8 +346,10 @@ impl<P: StatefulProcessor> Loop<P> {
             let mut record = FutureRecord::to(topic)
                 .partition(output.partition)
                 .key(output.key.as_str())
-                .payload(&output.payload)
                 .timestamp(output.timestamp_ms);
+            if let Some(payload) = &output.payload {
+                record = record.payload(payload);
+            }
             if !output.headers.is_empty() {
                 record = record.headers(append_headers(OwnedHeaders::new_with_capacity(1), &output.headers));
             }
@@ -343,11 +366,11 @@ impl<P: StatefulProcessor> Loop<P> {
         }
     }
 
-    /// Whether the open batch should be committed now.
-    fn due(&self) -> bool {
+    /// Whether the open batch should be committed at `now`.
+    fn due(&self, now: Instant) -> bool {
         self.batch.open
             && (self.batch.received.len() >= self.config.max_batch
-                || self.batch.started.is_some_and(|s| s.elapsed() >= self.config.commit_interval))
+                || self.batch.started.is_some_and(|s| now - s >= self.config.commit_interval))
     }
 
     /// Writes what the batch still owes and commits outputs and offsets together.
@@ -386,7 +409,8 @@ impl<P: StatefulProcessor> Loop<P> {
             }
         }
         self.metrics.record_produced(self.batch.produced);
-        self.metrics.record_latencies(self.batch.received.drain(..).map(|r| r.elapsed()));
+        let now = Instant::now();
+        self.metrics.record_latencies(self.batch.received.drain(..).map(|r| now - r));
         self.batch = Batch::default();
         Ok(())
     }
@@ -467,21 +491,6 @@ impl<P: StatefulProcessor> Loop<P> {
         tracing::info!(?partitions, records, entries, seconds = started.elapsed().as_secs_f64(), "state restored");
         Ok(())
     }
-
-    /// Lag: the partitions' high watermarks minus the consumer's positions.
-    fn update_lag(&self, consumer: &StageConsumer<P>) {
-        let Ok(positions) = consumer.position() else { return };
-        let mut lag = 0u64;
-        for e in positions.elements() {
-            let Offset::Offset(position) = e.offset() else { continue };
-            if let Ok((_, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_millis(500)) {
-                if high >= 0 {
-                    lag += (high - position).max(0) as u64;
-                }
-            }
-        }
-        self.metrics.set_lag(lag);
-    }
 }
 
 /// Seeks `partitions` of `topic` back to their committed offsets (or the beginning).
@@ -540,7 +549,9 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
     }
     let input = settings.topic_name(config.input).to_owned();
     let dead_letters = DeadLetterWriter::new(settings.topic_name(Topic::DeadLetter), settings.stage.clone());
-    let consumer_config = settings.kafka.consumer_config(&client_id, &settings.group_id);
+    let mut consumer_config = settings.kafka.consumer_config(&client_id, &settings.group_id);
+    consumer_config.set("statistics.interval.ms", "1000");
+    let context_metrics = metrics.clone();
     let state = Arc::new(Mutex::new(Loop {
         settings,
         config,
@@ -554,14 +565,16 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
         assigned: Vec::new(),
         fatal: None,
     }));
-    let consumer: StageConsumer<P> =
-        consumer_config.create_with_context(StageContext { state: state.clone() }).map_err(StreamError::Client)?;
+    let consumer: StageConsumer<P> = consumer_config
+        .create_with_context(StageContext { state: state.clone(), metrics: context_metrics, input: input.clone() })
+        .map_err(StreamError::Client)?;
     consumer.subscribe(&[&input]).map_err(|source| StreamError::Subscribe { topic: input.clone(), source })?;
     tracing::info!(topic = %input, guarantee = ?lock(&state).config.guarantee, "consuming");
 
-    let mut last_lag = Instant::now();
     while !shutdown.is_cancelled() {
         let polled = consumer.poll(Duration::from_millis(50));
+        // One clock read per record: it is a visible cost at these rates.
+        let now = Instant::now();
         let mut st = lock(&state);
         if let Some(e) = st.fatal.take() {
             return Err(e);
@@ -570,23 +583,19 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
             None => {}
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             Some(Ok(message)) => {
-                if let Err(e) = st.handle(&message) {
+                if let Err(e) = st.handle(&message, now) {
                     drop(message);
                     st.fail_or_recover(&consumer, e);
                 }
             }
         }
-        if st.due() {
+        if st.due(now) {
             if let Err(e) = st.commit(&consumer) {
                 st.fail_or_recover(&consumer, e);
             }
         }
         if let Some(e) = st.fatal.take() {
             return Err(e);
-        }
-        if last_lag.elapsed() >= Duration::from_secs(1) {
-            st.update_lag(&consumer);
-            last_lag = Instant::now();
         }
     }
     tracing::info!("shutting down: committing the open batch and leaving the group");

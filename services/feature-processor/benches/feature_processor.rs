@@ -5,7 +5,8 @@
 //!     stage does per batch — on one core (target ≥ 1 000 000 events/s);
 //! (b) the stage against a raw rdkafka pass-through (consume → produce the same bytes,
 //!     commit offsets) on the same broker and data in the same run, in at_least_once
-//!     and exactly_once modes (target ratio ≥ 0.8 for at_least_once).
+//!     and exactly_once modes (target ratio ≥ 0.8 for at_least_once), best of three
+//!     rounds each.
 //!
 //! Run: `cargo bench -p feature-processor --bench feature_processor`. The broker is the
 //! embedded mock unless EVENTPIPE_BENCH_BOOTSTRAP_SERVERS is set (the mock accepts
@@ -61,6 +62,35 @@ fn input(customers: u32, days: u32) -> Vec<(String, Vec<u8>)> {
 /// The core over `records`, encoding the changelog every `changelog_every` records
 /// (the stage writes it once per batch; `usize::MAX`: never).
 fn core_path(records: &[(String, Vec<u8>)], changelog_every: usize, label: &str) {
+    // Best of three runs: the machine is shared, and a slower run only measures the noise.
+    // Also per second of this thread's own CPU time, which other processes on the
+    // machine do not take away.
+    let mut best = (f64::INFINITY, f64::INFINITY);
+    let mut summary = String::new();
+    for _ in 0..3 {
+        let cpu_before = thread_cpu_seconds();
+        let (secs, line) = core_path_once(records, changelog_every);
+        let cpu = thread_cpu_seconds().zip(cpu_before).map_or(f64::NAN, |(after, before)| after - before);
+        if secs < best.0 {
+            (best, summary) = ((secs, cpu), line);
+        }
+    }
+    let n = records.len() as f64;
+    println!(
+        "core path, {label:<34} {:>10.0} events/s  ({:.0} per CPU-second; {summary}, one core, best of 3)",
+        n / best.0,
+        n / best.1
+    );
+}
+
+/// CPU time this thread has run, from /proc (Linux); `None` elsewhere.
+fn thread_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(nanos / 1e9)
+}
+
+fn core_path_once(records: &[(String, Vec<u8>)], changelog_every: usize) -> (f64, String) {
     let mut core = Core::new(CoreConfig::default(), Arc::new(model()));
     let mut out = Vec::with_capacity(1024);
     let (mut scores, mut changelog_records, mut bytes) = (0u64, 0u64, 0usize);
@@ -75,21 +105,19 @@ fn core_path(records: &[(String, Vec<u8>)], changelog_every: usize, label: &str)
             }
         }
         if i % changelog_every == changelog_every - 1 {
-            for (_, record) in core.take_changelog() {
-                out.clear();
-                serde_json::to_writer(&mut out, &record).unwrap();
-                bytes += out.len();
+            core.take_changelog(|record| {
+                bytes += record.payload.map_or(0, |p| p.len());
                 changelog_records += 1;
-            }
+            });
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "core path, {label:<34} {:>10.0} events/s  ({} events, {scores} scores, {changelog_records} changelog records, {:.0} MB out, one core)",
-        records.len() as f64 / secs,
+    let line = format!(
+        "{} events, {scores} scores, {changelog_records} changelog records, {:.0} MB out",
         records.len(),
         bytes as f64 / 1e6
     );
+    (secs, line)
 }
 
 struct Broker {
@@ -171,7 +199,8 @@ fn pass_through(kafka: &KafkaSettings, pipeline: &str, expected: usize) -> f64 {
     started.unwrap().elapsed().as_secs_f64()
 }
 
-/// The stage, from its first record to the commit of its last.
+/// The stage, from its first record to the commit of its last (as the pass-through:
+/// leaving the group afterwards is not timed).
 fn stage(kafka: &KafkaSettings, pipeline: &str, guarantee: &str, expected: usize) -> f64 {
     let args = RuntimeArgs {
         pipeline_name: Some(pipeline.to_owned()),
@@ -195,40 +224,53 @@ fn stage(kafka: &KafkaSettings, pipeline: &str, guarantee: &str, expected: usize
     };
     let (config, core) = (section.stream_config(), section.core_config());
     let handle = std::thread::spawn(move || stream::run(stage, config, core, ModelHandle::new(model())));
-    let mut consumed = 0u64;
+    // Committed input records: the latency of each is recorded when its batch commits.
+    let committed = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("eventpipe_processing_latency_seconds_count ")?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as usize
+    };
     let mut started = None;
-    while consumed < expected as u64 {
-        std::thread::sleep(Duration::from_millis(5));
-        let window = metrics.take_window(chrono::Utc::now());
-        if window.consumed > 0 {
-            // First records seen: back-date to the window start (≤ 5 ms early).
-            started.get_or_insert_with(|| Instant::now() - Duration::from_millis(5));
+    while committed() < expected {
+        std::thread::sleep(Duration::from_millis(2));
+        if started.is_none() && metrics.take_window(chrono::Utc::now()).consumed > 0 {
+            // First records seen: back-date to the last look (≤ 2 ms early).
+            started = Some(Instant::now() - Duration::from_millis(2));
         }
-        consumed += window.consumed;
     }
+    let secs = started.unwrap().elapsed().as_secs_f64();
     shutdown.cancel();
     handle.join().unwrap().unwrap();
-    started.unwrap().elapsed().as_secs_f64()
+    secs
 }
 
+/// Three rounds per guarantee, each on fresh topics; the fastest raw and the fastest
+/// stage run are compared (and each round's ratio shown), as the core path does.
 async fn broker_ratio(customers: u32, days: u32) {
     let records = input(customers, days);
     let n = records.len();
     for guarantee in ["at_least_once", "exactly_once"] {
-        let pipeline = format!("bench-{}-{guarantee}", std::process::id()).replace('_', "-");
-        let b = broker(&pipeline).await;
-        load(&b.kafka, &Topic::Transactions.name(&pipeline), &records).await;
-        let kafka = b.kafka.clone();
-        let (p, kafka2, p2) = (pipeline.clone(), kafka.clone(), pipeline.clone());
-        let raw = tokio::task::spawn_blocking(move || pass_through(&kafka, &p, n)).await.unwrap();
-        let guarantee_owned = guarantee.to_owned();
-        let staged = tokio::task::spawn_blocking(move || stage(&kafka2, &p2, &guarantee_owned, n)).await.unwrap();
+        let (mut raw_best, mut stage_best, mut rounds, mut label) = (f64::INFINITY, f64::INFINITY, Vec::new(), "");
+        for round in 0..3 {
+            let pipeline = format!("bench-{}-{guarantee}-{round}", std::process::id()).replace('_', "-");
+            let b = broker(&pipeline).await;
+            load(&b.kafka, &Topic::Transactions.name(&pipeline), &records).await;
+            let kafka = b.kafka.clone();
+            let (p, kafka2, p2) = (pipeline.clone(), kafka.clone(), pipeline.clone());
+            let raw = tokio::task::spawn_blocking(move || pass_through(&kafka, &p, n)).await.unwrap();
+            let guarantee_owned = guarantee.to_owned();
+            let staged = tokio::task::spawn_blocking(move || stage(&kafka2, &p2, &guarantee_owned, n)).await.unwrap();
+            (raw_best, stage_best, label) = (raw_best.min(raw), stage_best.min(staged), b.label);
+            rounds.push(format!("{:.2}", raw / staged));
+        }
         println!(
-            "{guarantee:>13}: raw pass-through {:>8.0} events/s, stage {:>8.0} events/s, ratio {:.2}  ({n} events, {})",
-            n as f64 / raw,
-            n as f64 / staged,
-            raw / staged,
-            b.label
+            "{guarantee:>13}: raw pass-through {:>8.0} events/s, stage {:>8.0} events/s, ratio {:.2}  ({n} events, {label}, best of 3; rounds {})",
+            n as f64 / raw_best,
+            n as f64 / stage_best,
+            raw_best / stage_best,
+            rounds.join(" ")
         );
     }
 }
@@ -242,9 +284,10 @@ fn main() {
     core_path(&records, usize::MAX, "no changelog:");
     core_path(&records, 100_000, "changelog every 100 000 records:");
     core_path(&records, 2_000, "changelog every 2 000 records:");
+    let broker_customers = env_u32("BENCH_BROKER_CUSTOMERS", if quick { 100 } else { 4_000 });
+    if broker_customers == 0 {
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(broker_ratio(
-        env_u32("BENCH_BROKER_CUSTOMERS", if quick { 100 } else { 4_000 }),
-        env_u32("BENCH_BROKER_DAYS", if quick { 3 } else { 10 }),
-    ));
+    runtime.block_on(broker_ratio(broker_customers, env_u32("BENCH_BROKER_DAYS", if quick { 3 } else { 10 })));
 }

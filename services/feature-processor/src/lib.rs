@@ -1,10 +1,13 @@
 //! The feature-processor: per-customer rolling features in event time ([`window`]), an
 //! explainable risk model ([`model`], trained by [`train`]), the processing core
-//! ([`processor`]) and the exactly-once Kafka loop around it ([`stream`]).
+//! ([`processor`]), its per-day changelog ([`changelog`]) and the exactly-once Kafka
+//! loop around it ([`stream`]).
 
+pub mod changelog;
 pub mod model;
 pub mod model_watch;
 pub mod processor;
+pub mod rfc3339;
 pub mod settings;
 pub mod stream;
 pub mod train;

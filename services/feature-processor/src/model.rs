@@ -7,6 +7,7 @@
 //! the held-out metrics from training.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -147,19 +148,79 @@ impl RiskModel {
 
     /// Scores `features`.
     pub fn score(&self, features: &FeatureValues) -> Scored {
+        let positions = self.positions();
         let values = features.values();
+        let score = self.probability(&positions, &values);
+        Scored { score, band: self.bands.band(score), top_factors: self.top_factors(&positions, &values) }
+    }
+
+    /// Where each of the model's features is in [`FeatureValues::values`].
+    fn positions(&self) -> Vec<usize> {
+        self.features.iter().map(|name| FeatureValues::index_of(name).expect("checked at load")).collect()
+    }
+
+    fn contribution(&self, i: usize, value: f64) -> f64 {
+        self.coefficients[i] * (value - self.means[i]) / self.stds[i]
+    }
+
+    fn probability(&self, positions: &[usize], values: &[f64; 16]) -> f64 {
         let mut logit = self.intercept;
-        let mut factors: Vec<RiskFactor> = Vec::with_capacity(self.features.len());
-        for (i, name) in self.features.iter().enumerate() {
-            let value = values[FeatureValues::index_of(name).expect("checked at load")];
-            let contribution = self.coefficients[i] * (value - self.means[i]) / self.stds[i];
-            logit += contribution;
-            factors.push(RiskFactor { feature: name.clone(), value, contribution });
+        for (i, &at) in positions.iter().enumerate() {
+            logit += self.contribution(i, values[at]);
         }
-        factors.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
-        factors.truncate(3);
-        let score = 1.0 / (1.0 + (-logit).exp());
-        Scored { score, band: self.bands.band(score), top_factors: factors }
+        1.0 / (1.0 + (-logit).exp())
+    }
+
+    /// The three largest contributions, largest first (ties in feature order).
+    fn top_factors(&self, positions: &[usize], values: &[f64; 16]) -> Vec<RiskFactor> {
+        let mut top: [(usize, f64); 3] = [(0, 0.0); 3];
+        let mut len = 0;
+        for (i, &at) in positions.iter().enumerate() {
+            let c = self.contribution(i, values[at]);
+            let Some(slot) = (0..3).find(|&j| j >= len || c.total_cmp(&top[j].1).is_gt()) else { continue };
+            top.copy_within(slot..2, slot + 1);
+            top[slot] = (i, c);
+            len = (len + 1).min(3);
+        }
+        top[..len]
+            .iter()
+            .map(|&(i, contribution)| RiskFactor {
+                feature: self.features[i].clone(),
+                value: values[positions[i]],
+                contribution,
+            })
+            .collect()
+    }
+}
+
+/// A model prepared for the stream: feature positions looked up once, and the
+/// explanation (top factors) built only for scores that are emitted.
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    model: Arc<RiskModel>,
+    positions: Vec<usize>,
+}
+
+impl Scorer {
+    /// Prepares `model` (checked).
+    pub fn new(model: Arc<RiskModel>) -> Self {
+        Scorer { positions: model.positions(), model }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Arc<RiskModel> {
+        &self.model
+    }
+
+    /// Score and band of `features`, as [`RiskModel::score`] gives them.
+    pub fn score(&self, features: &FeatureValues) -> (f64, RiskBand) {
+        let score = self.model.probability(&self.positions, &features.values());
+        (score, self.model.bands.band(score))
+    }
+
+    /// The top factors of `features`, as [`RiskModel::score`] gives them.
+    pub fn top_factors(&self, features: &FeatureValues) -> Vec<RiskFactor> {
+        self.model.top_factors(&self.positions, &features.values())
     }
 }
 
@@ -212,6 +273,28 @@ mod tests {
         assert_eq!(names, ["balance_min_7d", "failed_debits_30d", "gambling_share_30d"]);
         assert!((scored.top_factors[0].contribution - 1.8).abs() < 1e-12);
         assert_eq!(scored.top_factors[0].value, -500.0);
+    }
+
+    #[test]
+    fn top_factors_are_the_largest_contributions_ties_in_feature_order() {
+        let mut m = model();
+        m.features =
+            ["overdraft_fees_30d", "failed_debits_30d", "bnpl_count_30d", "txn_count_7d"].map(String::from).to_vec();
+        (m.means, m.stds, m.coefficients) = (vec![0.0; 4], vec![1.0; 4], vec![1.0; 4]);
+        let features = FeatureValues {
+            overdraft_fees_30d: 2.0,
+            failed_debits_30d: 2.0,
+            bnpl_count_30d: 3.0,
+            txn_count_7d: 1.0,
+            ..Default::default()
+        };
+        let scored = m.score(&features);
+        let top: Vec<_> = scored.top_factors.iter().map(|f| (f.feature.as_str(), f.contribution)).collect();
+        assert_eq!(top, [("bnpl_count_30d", 3.0), ("overdraft_fees_30d", 2.0), ("failed_debits_30d", 2.0)]);
+        assert!((scored.score - 1.0 / (1.0 + (-(-3.0 + 8.0f64)).exp())).abs() < 1e-12);
+        let scorer = Scorer::new(Arc::new(m.clone()));
+        assert_eq!(scorer.score(&features), (scored.score, scored.band));
+        assert_eq!(scorer.top_factors(&features), scored.top_factors);
     }
 
     #[test]

@@ -1,25 +1,29 @@
 //! The processing core, with no Kafka in it: bytes of a transaction in, a RiskScore (if
-//! one is due) and a dirty mark on the customer's changelog out, or the reason the
+//! one is due) and a note of the changed day for the changelog out, or the reason the
 //! input goes to dead-letter.
 //!
 //! State is kept per input partition, so a revoked partition's customers can be dropped
 //! and an assigned partition's restored from the changelog without touching the rest.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
+use hashbrown::HashMap;
+use serde::Deserialize;
 use uuid::Uuid;
 
 use eventpipe_common::events::{
-    derived_event_id, CustomerFeatures, LastScore, RiskScore, TransactionEvent, TransactionKind, SCHEMA_VERSION,
+    derived_event_id, Channel, CustomerFeatures, FeatureValues, LastScore, MerchantCategory, RiskScore,
+    TransactionEvent, TransactionKind, SCHEMA_VERSION,
 };
 
 use eventpipe_common::stream::check_keyed_event;
 pub use eventpipe_common::stream::Rejected;
 
-use crate::model::RiskModel;
-use crate::window::{Applied, CustomerWindow};
+use crate::changelog::{self, CustomerDay};
+use crate::model::{RiskModel, Scorer};
+use crate::window::{day_number, Applied, CustomerWindow, Posting};
 
 /// Dead-letter reasons.
 pub mod reasons {
@@ -65,10 +69,69 @@ pub fn is_significant(kind: TransactionKind) -> bool {
     )
 }
 
+/// A transaction as decoded on the hot path: the strings borrowed from the input where
+/// they need no unescaping, the timestamp parsed by [`crate::rfc3339`]. It accepts and
+/// rejects exactly what [`TransactionEvent`] does.
+#[derive(Debug, Deserialize)]
+pub struct TransactionView<'a> {
+    pub event_id: Uuid,
+    #[serde(deserialize_with = "crate::rfc3339::deserialize_utc")]
+    pub event_time: DateTime<Utc>,
+    pub schema_version: u32,
+    #[serde(borrow)]
+    pub customer_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub account_id: Cow<'a, str>,
+    pub kind: TransactionKind,
+    pub amount_minor: i64,
+    #[serde(borrow)]
+    pub currency: Cow<'a, str>,
+    pub balance_after_minor: i64,
+    #[serde(default)]
+    pub merchant_category: Option<MerchantCategory>,
+    pub channel: Channel,
+}
+
+impl<'a> From<&'a TransactionEvent> for TransactionView<'a> {
+    fn from(e: &'a TransactionEvent) -> Self {
+        TransactionView {
+            event_id: e.event_id,
+            event_time: e.event_time,
+            schema_version: e.schema_version,
+            customer_id: Cow::Borrowed(&e.customer_id),
+            account_id: Cow::Borrowed(&e.account_id),
+            kind: e.kind,
+            amount_minor: e.amount_minor,
+            currency: Cow::Borrowed(&e.currency),
+            balance_after_minor: e.balance_after_minor,
+            merchant_category: e.merchant_category,
+            channel: e.channel,
+        }
+    }
+}
+
+impl TransactionView<'_> {
+    fn posting(&self) -> Posting {
+        Posting {
+            event_time: self.event_time,
+            kind: self.kind,
+            amount_minor: self.amount_minor,
+            balance_after_minor: self.balance_after_minor,
+            merchant_category: self.merchant_category,
+        }
+    }
+}
+
 /// Decodes and checks a transaction; the error says which dead-letter reason applies.
-pub fn decode(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<TransactionEvent, Rejected> {
+pub fn decode<'a>(key: Option<&[u8]>, payload: Option<&'a [u8]>) -> Result<TransactionView<'a>, Rejected> {
     let payload = payload.ok_or_else(|| Rejected::new(reasons::MALFORMED, "record has no payload"))?;
-    let event: TransactionEvent = serde_json::from_slice(payload).map_err(|e| classify(payload, e))?;
+    // Checking the UTF-8 of the whole payload at once is cheaper than serde_json
+    // checking each string; invalid UTF-8 goes the slice way, for serde_json's error.
+    let parsed = match std::str::from_utf8(payload) {
+        Ok(text) => serde_json::from_str::<TransactionView<'a>>(text),
+        Err(_) => serde_json::from_slice(payload),
+    };
+    let event = parsed.map_err(|e| classify(payload, e))?;
     check_keyed_event(key, &event.customer_id, event.schema_version)?;
     if event.currency.len() != 3 || !event.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(Rejected::new(
@@ -96,40 +159,70 @@ fn classify(payload: &[u8], error: serde_json::Error) -> Rejected {
     Rejected::new(reasons::SCHEMA_INVALID, error.to_string())
 }
 
-/// Customers' windows by input partition, the model, and the customers touched since
-/// the changelog was last written.
+/// A changelog record to write: to `partition` of `P.customer-features`, under `key`;
+/// `payload` `None` is a tombstone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangelogRecord {
+    pub partition: i32,
+    pub key: String,
+    pub payload: Option<Vec<u8>>,
+    /// The customer's latest event time, in milliseconds.
+    pub timestamp_ms: i64,
+}
+
+/// A customer's window, and what changed in it since the changelog was last written.
+#[derive(Debug, Default)]
+struct Customer {
+    window: CustomerWindow,
+    /// The features of the window as it is, when they were computed since it changed.
+    features: Option<FeatureValues>,
+    /// Id of the last event applied since the last write; `None`: nothing to write.
+    last_event: Option<Uuid>,
+    /// Day numbers whose buckets changed since the last write.
+    changed: Vec<i32>,
+    /// Day numbers that fell out of the ring since the last write.
+    evicted: Vec<i32>,
+}
+
+/// One input partition's customers, and the customers touched since the last write.
+#[derive(Debug, Default)]
+struct PartitionState {
+    customers: HashMap<String, Customer>,
+    dirty: Vec<String>,
+}
+
+/// Customers' windows by input partition, the model, and what changed since the
+/// changelog was last written.
 pub struct Core {
     config: CoreConfig,
-    model: Arc<RiskModel>,
-    partitions: HashMap<i32, HashMap<String, CustomerWindow>>,
-    /// (partition, customer) → id of the last event applied, for the changelog.
-    dirty: HashMap<(i32, String), Uuid>,
+    scorer: Scorer,
+    partitions: HashMap<i32, PartitionState>,
 }
 
 impl Core {
     /// An empty core scoring with `model`.
     pub fn new(config: CoreConfig, model: Arc<RiskModel>) -> Self {
-        Core { config, model, partitions: HashMap::new(), dirty: HashMap::new() }
+        Core { config, scorer: Scorer::new(model), partitions: HashMap::new() }
     }
 
     /// The model in use.
     pub fn model(&self) -> &Arc<RiskModel> {
-        &self.model
+        self.scorer.model()
     }
 
     /// Switches to another model (hot reload); later scores carry its version.
     pub fn set_model(&mut self, model: Arc<RiskModel>) {
-        self.model = model;
+        self.scorer = Scorer::new(model);
     }
 
     /// The window of `customer` in `partition`, if known.
     pub fn window(&self, partition: i32, customer: &str) -> Option<&CustomerWindow> {
-        self.partitions.get(&partition)?.get(customer)
+        Some(&self.partitions.get(&partition)?.customers.get(customer)?.window)
     }
 
     /// Number of customers held for `partition`.
     pub fn customers_in(&self, partition: i32) -> usize {
-        self.partitions.get(&partition).map_or(0, HashMap::len)
+        self.partitions.get(&partition).map_or(0, |p| p.customers.len())
     }
 
     /// Processes one record of input partition `partition`.
@@ -140,13 +233,23 @@ impl Core {
         payload: Option<&[u8]>,
     ) -> Result<Processed, Rejected> {
         let event = decode(key, payload)?;
-        self.apply(partition, &event)
+        self.apply_view(partition, &event)
     }
 
     /// Applies a decoded event; scores it when a score is due.
     pub fn apply(&mut self, partition: i32, event: &TransactionEvent) -> Result<Processed, Rejected> {
-        let window = self.partitions.entry(partition).or_default().entry(event.customer_id.clone()).or_default();
-        let new_day = match window.apply(event, self.config.allowed_lateness) {
+        self.apply_view(partition, &TransactionView::from(event))
+    }
+
+    fn apply_view(&mut self, partition: i32, event: &TransactionView<'_>) -> Result<Processed, Rejected> {
+        let state = self.partitions.entry(partition).or_default();
+        let customer = state.customers.entry_ref(event.customer_id.as_ref()).or_default();
+        let evicted_before = customer.evicted.len();
+        let new_day = match customer.window.apply_posting(
+            &event.posting(),
+            self.config.allowed_lateness,
+            &mut customer.evicted,
+        ) {
             Applied::Applied { new_day } => new_day,
             Applied::Late { behind } => {
                 return Err(Rejected::new(
@@ -160,23 +263,37 @@ impl Core {
                 ))
             }
         };
-        self.dirty.insert((partition, event.customer_id.clone()), event.event_id);
-
         let day = event.event_time.date_naive();
+        let number = day_number(day);
+        if customer.last_event.is_none() {
+            state.dirty.push(event.customer_id.clone().into_owned());
+        }
+        customer.last_event = Some(event.event_id);
+        customer.features = None;
+        if !customer.changed.contains(&number) {
+            customer.changed.push(number);
+        }
+        if customer.evicted.len() > evicted_before {
+            let evicted = &customer.evicted;
+            customer.changed.retain(|d| !evicted.contains(d));
+        }
+
+        let window = &mut customer.window;
         let due = is_significant(event.kind) || new_day || window.last_score.is_none_or(|s| s.day < day);
         if !due {
             return Ok(Processed { score: None });
         }
-        let scored = self.model.score(&window.features());
+        let features = customer.features.insert(window.features());
+        let (score, band) = self.scorer.score(features);
         let emit = match window.last_score {
             None => true,
-            Some(last) => last.band != scored.band || (scored.score - last.score).abs() >= self.config.min_score_change,
+            Some(last) => last.band != band || (score - last.score).abs() >= self.config.min_score_change,
         };
-        let (score, band) = match (emit, window.last_score) {
-            (false, Some(last)) => (last.score, last.band),
-            _ => (scored.score, scored.band),
+        let kept = match (emit, window.last_score) {
+            (false, Some(last)) => LastScore { day, ..last },
+            _ => LastScore { score, band, day },
         };
-        window.last_score = Some(LastScore { score, band, day });
+        window.last_score = Some(kept);
         if !emit {
             return Ok(Processed { score: None });
         }
@@ -185,61 +302,123 @@ impl Core {
                 event_id: derived_event_id("risk-score", &[event.event_id.as_bytes()]),
                 event_time: event.event_time,
                 schema_version: SCHEMA_VERSION,
-                customer_id: event.customer_id.clone(),
-                score: scored.score,
-                band: scored.band,
-                model_version: self.model.version.clone(),
-                top_factors: scored.top_factors,
+                customer_id: event.customer_id.clone().into_owned(),
+                score,
+                band,
+                model_version: self.scorer.model().version.clone(),
+                top_factors: self.scorer.top_factors(features),
                 trigger_event_id: event.event_id,
             }),
         })
     }
 
-    /// The changelog records of the customers touched since the last call, with their
-    /// partitions. Record ids derive from the last event applied, so a replay repeats them.
-    pub fn take_changelog(&mut self) -> Vec<(i32, CustomerFeatures)> {
-        let mut out = Vec::with_capacity(self.dirty.len());
-        for ((partition, customer), last_event) in self.dirty.drain() {
-            let window = &self.partitions[&partition][&customer];
-            let id = derived_event_id("customer-features", &[last_event.as_bytes()]);
-            if let Some(record) = window.to_record(&customer, id) {
-                out.push((partition, record));
+    /// Writes the changelog of what changed since the last call: for each touched
+    /// customer, one record per changed day, a tombstone per day that left the ring, and
+    /// its `customer_id` record (see [`crate::changelog`]). Record ids derive from the
+    /// last event applied, so a replay repeats them.
+    pub fn take_changelog(&mut self, mut write: impl FnMut(ChangelogRecord)) {
+        for (&partition, state) in &mut self.partitions {
+            for customer_id in state.dirty.drain(..) {
+                let Some(customer) = state.customers.get_mut(&customer_id) else { continue };
+                let Some(last_event) = customer.last_event.take() else { continue };
+                let window = &customer.window;
+                let Some(latest) = window.latest_event_time() else { continue };
+                let timestamp_ms = latest.timestamp_millis();
+                for day in customer.changed.drain(..) {
+                    let mut payload = Vec::with_capacity(384);
+                    changelog::encode_day(
+                        &mut payload,
+                        &customer_id,
+                        window,
+                        day,
+                        changelog::day_record_id(last_event, day),
+                    );
+                    let key = changelog::day_key(&customer_id, day);
+                    write(ChangelogRecord { partition, key, payload: Some(payload), timestamp_ms });
+                }
+                for day in customer.evicted.drain(..) {
+                    let key = changelog::day_key(&customer_id, day);
+                    write(ChangelogRecord { partition, key, payload: None, timestamp_ms });
+                }
+                let features = customer.features.get_or_insert_with(|| window.features());
+                let mut payload = Vec::with_capacity(768);
+                let id = changelog::customer_record_id(last_event);
+                changelog::encode_customer(&mut payload, &customer_id, window, features, id);
+                write(ChangelogRecord { partition, key: customer_id, payload: Some(payload), timestamp_ms });
             }
         }
-        out.sort_by(|a, b| (a.0, &a.1.customer_id).cmp(&(b.0, &b.1.customer_id)));
-        out
     }
 
     /// Forgets what was touched without writing it (the transaction was aborted; the
     /// state is about to be restored).
     pub fn discard_changelog(&mut self) {
-        self.dirty.clear();
+        for state in self.partitions.values_mut() {
+            for customer_id in state.dirty.drain(..) {
+                if let Some(c) = state.customers.get_mut(&customer_id) {
+                    c.last_event = None;
+                    c.changed.clear();
+                    c.evicted.clear();
+                }
+            }
+        }
     }
 
-    /// Loads a changelog record into `partition`'s state.
+    /// Loads one changelog record (key and payload as on the topic; `None` payload is a
+    /// tombstone) into `partition`'s state.
+    pub fn restore_record(&mut self, partition: i32, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(), String> {
+        let key = key.and_then(|k| std::str::from_utf8(k).ok()).unwrap_or_default();
+        match (changelog::parse_day_key(key), payload) {
+            (Some(_), Some(payload)) => {
+                let record: CustomerDay = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+                let state = self.partitions.entry(partition).or_default();
+                let customer = state.customers.entry_ref(record.customer_id.as_str()).or_default();
+                customer.window.merge_day(record.bucket);
+                customer.features = None;
+            }
+            (Some((customer_id, day)), None) => {
+                if let Some(c) = self.partitions.get_mut(&partition).and_then(|p| p.customers.get_mut(customer_id)) {
+                    c.window.remove_day(day);
+                    c.features = None;
+                }
+            }
+            (None, Some(payload)) => {
+                let record: CustomerFeatures = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+                self.restore(partition, &record);
+            }
+            // The whole-window format never wrote tombstones; nothing to forget.
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// Folds a `customer_id` changelog record into `partition`'s state.
     pub fn restore(&mut self, partition: i32, record: &CustomerFeatures) {
-        self.partitions
-            .entry(partition)
-            .or_default()
-            .insert(record.customer_id.clone(), CustomerWindow::from_record(record));
+        let state = self.partitions.entry(partition).or_default();
+        let customer = state.customers.entry_ref(record.customer_id.as_str()).or_default();
+        customer.window.merge_record(record);
+        customer.features = None;
     }
 
     /// Drops the state of `partition` (revoked, or about to be restored).
     pub fn drop_partition(&mut self, partition: i32) {
         self.partitions.remove(&partition);
-        self.dirty.retain(|(p, _), _| *p != partition);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::window::RING_DAYS;
 
     #[test]
     fn decode_classifies_bad_input() {
         let key = Some(&b"C1"[..]);
         assert_eq!(decode(key, None).unwrap_err().reason, reasons::MALFORMED);
         assert_eq!(decode(key, Some(b"{not json")).unwrap_err().reason, reasons::MALFORMED);
+        let bytes = b"{\"customer_id\":\"C\xff1\"}";
+        let bad_utf8 = decode(key, Some(bytes)).unwrap_err();
+        let expected = serde_json::from_slice::<TransactionEvent>(bytes).unwrap_err().to_string();
+        assert_eq!((bad_utf8.reason, bad_utf8.error), (reasons::MALFORMED, expected));
         assert_eq!(decode(key, Some(b"[1,2]")).unwrap_err().reason, reasons::SCHEMA_INVALID);
         let event = |kind: &str, customer: &str, currency: &str| {
             format!(
@@ -263,5 +442,105 @@ mod tests {
         let e = decode(key, Some(no_amount.as_bytes())).unwrap_err();
         assert_eq!(e.reason, reasons::SCHEMA_INVALID);
         assert!(e.error.contains("amount_minor"), "{}", e.error);
+    }
+
+    /// Simulated customers over more days than the ring holds, with some events arriving
+    /// late (within the allowed lateness) so that earlier days change again.
+    fn history(customers: u32, days: u32) -> Vec<TransactionEvent> {
+        use producer::simulator::{SimConfig, SimEvent, Simulator};
+        let start = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let mut sim = Simulator::new(SimConfig { customers, seed: 3, start });
+        let mut events: Vec<_> = sim
+            .run(days)
+            .into_iter()
+            .filter_map(|e| match e {
+                SimEvent::Transaction(t) => Some(t),
+                SimEvent::Outcome(_) => None,
+            })
+            .collect();
+        // Hold back every 10th event by 20 hours (still within a day's lateness).
+        for i in (0..events.len()).step_by(10) {
+            let held = events[i].clone();
+            let to = events[i..].iter().position(|e| e.event_time > held.event_time + TimeDelta::hours(20));
+            if let Some(to) = to {
+                events.remove(i);
+                events.insert(i + to - 1, held);
+            }
+        }
+        events
+    }
+
+    /// Kafka's compaction: the latest record of each key, in offset order; with
+    /// `drop_tombstones`, as after `delete.retention.ms`.
+    fn compact(records: &[ChangelogRecord], drop_tombstones: bool) -> Vec<ChangelogRecord> {
+        let last: HashMap<&str, usize> = records.iter().enumerate().map(|(i, r)| (r.key.as_str(), i)).collect();
+        records
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| last[r.key.as_str()] == *i && !(drop_tombstones && r.payload.is_none()))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    #[test]
+    fn per_day_changelog_rebuilds_every_window_before_and_after_compaction() {
+        let model = Arc::new(serde_json::from_str::<RiskModel>(crate::settings::BUILT_IN_MODEL).unwrap());
+        let events = history(12, 150);
+        let mut core = Core::new(CoreConfig::default(), model.clone());
+        let mut records = Vec::new();
+        let mut late = 0;
+        for (i, e) in events.iter().enumerate() {
+            let json = serde_json::to_vec(e).unwrap();
+            if core.process(2, Some(e.customer_id.as_bytes()), Some(&json)).is_err() {
+                late += 1;
+            }
+            if i % 37 == 0 {
+                core.take_changelog(|r| records.push(r));
+            }
+        }
+        core.take_changelog(|r| records.push(r));
+        assert_eq!(late, 0, "the held-back events are within the allowed lateness");
+        let tombstones = records.iter().filter(|r| r.payload.is_none()).count();
+        assert!(tombstones > 12 * 40, "days left the 90-day ring: {tombstones} tombstones");
+        assert!(records.iter().all(|r| r.partition == 2));
+
+        for log in [records.clone(), compact(&records, false), compact(&records, true)] {
+            let mut rebuilt = Core::new(CoreConfig::default(), model.clone());
+            for r in &log {
+                rebuilt.restore_record(2, Some(r.key.as_bytes()), r.payload.as_deref()).unwrap();
+            }
+            assert_eq!(rebuilt.customers_in(2), 12);
+            for e in &events {
+                assert_eq!(rebuilt.window(2, &e.customer_id), core.window(2, &e.customer_id));
+            }
+        }
+        // Compaction keeps at most a ring of days and one customer record per customer.
+        assert!(compact(&records, true).len() <= 12 * (RING_DAYS as usize + 1));
+    }
+
+    #[test]
+    fn an_aborted_batch_writes_nothing_and_the_next_batch_only_its_own_days() {
+        let model = Arc::new(serde_json::from_str::<RiskModel>(crate::settings::BUILT_IN_MODEL).unwrap());
+        let events = history(2, 20);
+        let mut core = Core::new(CoreConfig::default(), model);
+        for e in &events[..20] {
+            core.apply(0, e).ok();
+        }
+        core.discard_changelog();
+        let mut written = Vec::new();
+        core.take_changelog(|r| written.push(r));
+        assert!(written.is_empty());
+        let last = events.last().unwrap();
+        core.apply(0, last).unwrap();
+        core.take_changelog(|r| written.push(r));
+        let day = last.event_time.date_naive();
+        let keys: Vec<_> = written.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, [format!("{}/{day}", last.customer_id), last.customer_id.clone()]);
+        let window = core.window(0, &last.customer_id).unwrap();
+        let record: CustomerDay = serde_json::from_slice(written[0].payload.as_ref().unwrap()).unwrap();
+        assert_eq!((&record.customer_id, &record.bucket), (&last.customer_id, window.days().last().unwrap()));
+        let record: CustomerFeatures = serde_json::from_slice(written[1].payload.as_ref().unwrap()).unwrap();
+        assert_eq!((record.days.len(), record.as_of, record.event_time), (0, day, last.event_time));
+        assert_eq!(record.features, window.features());
     }
 }

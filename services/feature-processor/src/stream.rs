@@ -1,8 +1,8 @@
 //! The feature-processor as a [`StatefulProcessor`]: [`Core`] plus the model handle,
 //! driven by the shared exactly-once loop in `eventpipe_common::stream`. Input is
-//! `transactions`, outputs are RiskScores, the changelog is `customer-features`.
+//! `transactions`, outputs are RiskScores, the changelog is `customer-features` (one
+//! record per customer and changed day, see [`crate::changelog`]).
 
-use eventpipe_common::events::CustomerFeatures;
 use eventpipe_common::stream::{self, Input, Output, Rejected, StageHandles, StatefulProcessor, StreamConfig};
 use eventpipe_common::telemetry::trace_headers;
 use eventpipe_common::topics::Topic;
@@ -38,7 +38,7 @@ impl StatefulProcessor for FeatureStage {
                 topic: Topic::RiskScores,
                 partition: input.partition,
                 key: score.customer_id.clone(),
-                payload: serde_json::to_vec(&score).expect("RiskScore serializes"),
+                payload: Some(serde_json::to_vec(&score).expect("RiskScore serializes")),
                 timestamp_ms: score.event_time.timestamp_millis(),
                 headers: trace_headers(input.span),
             });
@@ -47,27 +47,24 @@ impl StatefulProcessor for FeatureStage {
     }
 
     fn end_batch(&mut self, out: &mut Vec<Output>) {
-        for (partition, record) in self.core.take_changelog() {
+        self.core.take_changelog(|record| {
             out.push(Output {
                 topic: Topic::CustomerFeatures,
-                partition,
-                payload: serde_json::to_vec(&record).expect("CustomerFeatures serializes"),
-                key: record.customer_id,
-                timestamp_ms: record.event_time.timestamp_millis(),
+                partition: record.partition,
+                key: record.key,
+                payload: record.payload,
+                timestamp_ms: record.timestamp_ms,
                 headers: Vec::new(),
-            });
-        }
+            })
+        });
     }
 
     fn abort_batch(&mut self) {
         self.core.discard_changelog();
     }
 
-    fn restore(&mut self, partition: i32, _key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(), String> {
-        let Some(payload) = payload else { return Ok(()) };
-        let record: CustomerFeatures = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-        self.core.restore(partition, &record);
-        Ok(())
+    fn restore(&mut self, partition: i32, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(), String> {
+        self.core.restore_record(partition, key, payload)
     }
 
     fn drop_partition(&mut self, partition: i32) {

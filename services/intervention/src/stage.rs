@@ -102,7 +102,7 @@ impl StatefulProcessor for InterventionStage {
                         topic: Topic::Interventions,
                         partition: decided.partition,
                         key: intervention.customer_id.clone(),
-                        payload: serde_json::to_vec(&intervention).expect("Intervention serializes"),
+                        payload: Some(serde_json::to_vec(&intervention).expect("Intervention serializes")),
                         timestamp_ms: intervention.event_time.timestamp_millis(),
                         headers: decided.tag,
                     });
@@ -119,7 +119,7 @@ impl StatefulProcessor for InterventionStage {
                 topic: Topic::InterventionState,
                 partition,
                 key: record.key(),
-                payload: serde_json::to_vec(&record).expect("StateRecord serializes"),
+                payload: Some(serde_json::to_vec(&record).expect("StateRecord serializes")),
                 timestamp_ms,
                 headers: Vec::new(),
             });

@@ -20,6 +20,7 @@ use eventpipe_common::stats::StageMetrics;
 use eventpipe_common::stream::StageHandles;
 pub use eventpipe_common::testing::{counts, wait_until};
 use eventpipe_common::topics::Topic;
+use feature_processor::changelog::{self, CustomerDay};
 use feature_processor::model::RiskModel;
 use feature_processor::model_watch::ModelHandle;
 use feature_processor::processor::{Core, CoreConfig};
@@ -153,20 +154,37 @@ pub fn scores_of(messages: &[OwnedMessage]) -> Vec<RiskScore> {
     messages.iter().map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap()).collect()
 }
 
-/// Asserts that the changelog's latest record of each of `customers` customers holds
-/// the same features and daily buckets as the reference core's window.
+/// Asserts that the committed changelog rebuilds, for each of `customers` customers,
+/// exactly the reference core's window (buckets, salaries, last score, latest event
+/// time), and that each customer's latest `customer_id` record holds the reference's
+/// features.
 pub fn assert_changelog_matches(broker: &TestBroker, customers: usize, reference: &Core) {
     let changelog =
         read_committed(broker, Topic::CustomerFeatures, customers, Duration::from_secs(2), Duration::from_secs(60));
+    let mut rebuilt = Core::new(CoreConfig::default(), Arc::new(built_in_model()));
     let mut latest: HashMap<String, CustomerFeatures> = HashMap::new();
     for m in &changelog {
-        let record: CustomerFeatures = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        latest.insert(record.customer_id.clone(), record);
+        rebuilt.restore_record(0, m.key(), m.payload()).unwrap();
+        let key = std::str::from_utf8(m.key().unwrap()).unwrap();
+        match (changelog::parse_day_key(key), m.payload()) {
+            (Some(_), Some(payload)) => {
+                let record: CustomerDay = serde_json::from_slice(payload).unwrap();
+                assert_eq!(key, format!("{}/{}", record.customer_id, record.bucket.day), "the day is in the key");
+            }
+            (None, Some(payload)) => {
+                let record: CustomerFeatures = serde_json::from_slice(payload).unwrap();
+                assert_eq!(key, record.customer_id);
+                assert!(record.days.is_empty(), "buckets go in the day records");
+                latest.insert(record.customer_id.clone(), record);
+            }
+            (_, None) => {}
+        }
     }
     assert_eq!(latest.len(), customers);
+    assert_eq!(rebuilt.customers_in(0), customers);
     for (customer, record) in &latest {
         let window = reference.window(0, customer).unwrap();
         assert_eq!(record.features, window.features(), "{customer}");
-        assert_eq!(record.days, window.days().cloned().collect::<Vec<_>>(), "{customer}");
+        assert_eq!(rebuilt.window(0, customer).unwrap(), window, "{customer}");
     }
 }

@@ -1,0 +1,308 @@
+//! The changelog on `P.customer-features`: a customer's window written as the parts
+//! that changed, not as a whole.
+//!
+//! - Key `customer_id/YYYY-MM-DD`: a [`CustomerDay`], that one day's bucket. When the day
+//!   falls out of the 90-day ring the key gets a tombstone, so compaction drops it (the
+//!   way Kafka Streams keys a windowed store's changelog: the window in the key).
+//! - Key `customer_id`: the customer's [`CustomerFeatures`] with `days` left empty — the
+//!   features as of the write, and the customer-wide state (latest event time,
+//!   salaries, last score).
+//!
+//! Per batch, each touched customer gets one record per changed day, a tombstone per
+//! day that left the ring, then its `customer_id` record. Rebuilding folds a partition's
+//! records in offset order: a day record replaces that day's bucket, a tombstone
+//! removes it, a `customer_id` record replaces the customer-wide state (and, in the
+//! earlier whole-window format whose `days` held every bucket, those buckets too).
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use eventpipe_common::events::{
+    derived_event_id, CustomerFeatures, DayBucket, FeatureValues, LastScore, RiskBand, SalaryCredit, SCHEMA_VERSION,
+};
+
+use crate::rfc3339::{Date, Timestamp};
+use crate::window::{date_of, day_number, CustomerWindow};
+
+/// The key of a customer's record for day number `day`: `customer_id/YYYY-MM-DD`.
+pub fn day_key(customer_id: &str, day: i32) -> String {
+    let mut key = String::with_capacity(customer_id.len() + 11);
+    key.push_str(customer_id);
+    key.push('/');
+    let date = date_of(day);
+    let mut buffer = [0u8; 10];
+    match Date(date).text(&mut buffer) {
+        Some(text) => key.push_str(text),
+        None => key.push_str(&date.to_string()),
+    }
+    key
+}
+
+/// Splits a day key into customer id and day number; `None` for any other key.
+pub fn parse_day_key(key: &str) -> Option<(&str, i32)> {
+    let (customer, day) = key.rsplit_once('/')?;
+    let day = day.parse().ok()?;
+    Some((customer, day_number(day)))
+}
+
+/// One day of a customer's window (key `customer_id/YYYY-MM-DD`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerDay {
+    /// Derived from the last event applied and the day, so a replay repeats it.
+    pub event_id: Uuid,
+    /// Event time of the customer's latest transaction when written.
+    pub event_time: DateTime<Utc>,
+    pub schema_version: u32,
+    pub customer_id: String,
+    /// The day's bucket (its `day` is the key's).
+    pub bucket: DayBucket,
+}
+
+/// Serializes exactly like [`CustomerDay`], from borrowed parts and without chrono's
+/// slow text formatting (a test checks the bytes are the same).
+#[derive(Serialize)]
+struct DayOut<'a> {
+    event_id: Uuid,
+    event_time: Timestamp,
+    schema_version: u32,
+    customer_id: &'a str,
+    bucket: BucketOut,
+}
+
+/// Serializes exactly like [`CustomerFeatures`] with no buckets.
+#[derive(Serialize)]
+struct CustomerOut<'a> {
+    event_id: Uuid,
+    event_time: Timestamp,
+    schema_version: u32,
+    customer_id: &'a str,
+    as_of: Date,
+    features: &'a FeatureValues,
+    days: [BucketOut; 0],
+    salaries: Salaries<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_score: Option<LastScoreOut>,
+}
+
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+#[derive(Serialize)]
+struct BucketOut {
+    day: Date,
+    closing_balance_minor: i64,
+    closing_time: Timestamp,
+    min_balance_minor: i64,
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    inflow_minor: i64,
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    outflow_minor: i64,
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    discretionary_minor: i64,
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    atm_minor: i64,
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    gambling_minor: i64,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    txn_count: u32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    failed_debits: u32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    missed_repayments: u32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    overdraft_fees: u32,
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    bnpl_count: u32,
+}
+
+impl From<&DayBucket> for BucketOut {
+    fn from(b: &DayBucket) -> Self {
+        BucketOut {
+            day: Date(b.day),
+            closing_balance_minor: b.closing_balance_minor,
+            closing_time: Timestamp(b.closing_time),
+            min_balance_minor: b.min_balance_minor,
+            inflow_minor: b.inflow_minor,
+            outflow_minor: b.outflow_minor,
+            discretionary_minor: b.discretionary_minor,
+            atm_minor: b.atm_minor,
+            gambling_minor: b.gambling_minor,
+            txn_count: b.txn_count,
+            failed_debits: b.failed_debits,
+            missed_repayments: b.missed_repayments,
+            overdraft_fees: b.overdraft_fees,
+            bnpl_count: b.bnpl_count,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SalaryOut {
+    day: Date,
+    amount_minor: i64,
+}
+
+struct Salaries<'a>(&'a [SalaryCredit]);
+
+impl Serialize for Salaries<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|s| SalaryOut { day: Date(s.day), amount_minor: s.amount_minor }))
+    }
+}
+
+#[derive(Serialize)]
+struct LastScoreOut {
+    score: f64,
+    band: RiskBand,
+    day: Date,
+}
+
+impl From<LastScore> for LastScoreOut {
+    fn from(s: LastScore) -> Self {
+        LastScoreOut { score: s.score, band: s.band, day: Date(s.day) }
+    }
+}
+
+/// The id of a `customer_id` record: derived from the last event applied.
+pub fn customer_record_id(last_event: Uuid) -> Uuid {
+    derived_event_id("customer-features", &[last_event.as_bytes()])
+}
+
+/// The id of a day record: derived from the last event applied and the day.
+pub fn day_record_id(last_event: Uuid, day: i32) -> Uuid {
+    derived_event_id("customer-features", &[last_event.as_bytes(), &day.to_be_bytes()])
+}
+
+/// Appends the JSON of `window`'s record for day number `day` (which must hold a
+/// bucket) to `out`.
+pub fn encode_day(out: &mut Vec<u8>, customer_id: &str, window: &CustomerWindow, day: i32, event_id: Uuid) {
+    let bucket = window.bucket(day).expect("a changed day has a bucket");
+    let event_time = window.latest_event_time().expect("a changed window has an event");
+    let record = DayOut {
+        event_id,
+        event_time: Timestamp(event_time),
+        schema_version: SCHEMA_VERSION,
+        customer_id,
+        bucket: BucketOut::from(bucket),
+    };
+    serde_json::to_writer(out, &record).expect("a day record serializes");
+}
+
+/// Appends the JSON of `window`'s `customer_id` record to `out`, with `features` as
+/// the window's current features.
+pub fn encode_customer(
+    out: &mut Vec<u8>,
+    customer_id: &str,
+    window: &CustomerWindow,
+    features: &FeatureValues,
+    event_id: Uuid,
+) {
+    let event_time = window.latest_event_time().expect("a changed window has an event");
+    let record = CustomerOut {
+        event_id,
+        event_time: Timestamp(event_time),
+        schema_version: SCHEMA_VERSION,
+        customer_id,
+        as_of: Date(event_time.date_naive()),
+        features,
+        days: [],
+        salaries: Salaries(window.salaries()),
+        last_score: window.last_score.map(LastScoreOut::from),
+    };
+    serde_json::to_writer(out, &record).expect("a customer record serializes");
+}
+
+/// [`encode_day`]'s record as a value.
+pub fn day_record(customer_id: &str, window: &CustomerWindow, day: i32, event_id: Uuid) -> Option<CustomerDay> {
+    Some(CustomerDay {
+        event_id,
+        event_time: window.latest_event_time()?,
+        schema_version: SCHEMA_VERSION,
+        customer_id: customer_id.to_owned(),
+        bucket: window.bucket(day)?.clone(),
+    })
+}
+
+/// [`encode_customer`]'s record as a value.
+pub fn customer_record(
+    customer_id: &str,
+    window: &CustomerWindow,
+    features: &FeatureValues,
+    event_id: Uuid,
+) -> Option<CustomerFeatures> {
+    let event_time = window.latest_event_time()?;
+    Some(CustomerFeatures {
+        event_id,
+        event_time,
+        schema_version: SCHEMA_VERSION,
+        customer_id: customer_id.to_owned(),
+        as_of: event_time.date_naive(),
+        features: features.clone(),
+        days: Vec::new(),
+        salaries: window.salaries().to_vec(),
+        last_score: window.last_score,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{NaiveDate, TimeDelta};
+    use eventpipe_common::events::{Channel, TransactionEvent, TransactionKind};
+
+    #[test]
+    fn keys_carry_the_day_and_parse_back() {
+        let day = day_number(NaiveDate::from_ymd_opt(2026, 3, 9).unwrap());
+        assert_eq!(day_key("C0000001", day), "C0000001/2026-03-09");
+        assert_eq!(parse_day_key("C0000001/2026-03-09"), Some(("C0000001", day)));
+        assert_eq!(parse_day_key("a/b/2026-03-09"), Some(("a/b", day)));
+        assert_eq!(parse_day_key("C0000001"), None);
+        assert_eq!(parse_day_key("C0000001/yesterday"), None);
+    }
+
+    #[test]
+    fn fast_encodings_are_byte_for_byte_the_serde_json_of_the_record_types() {
+        let start = "2026-01-01T08:00:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        let mut window = CustomerWindow::default();
+        let kinds = [TransactionKind::SalaryCredit, TransactionKind::Gambling, TransactionKind::CardPurchase];
+        for i in 0..200i64 {
+            let event = TransactionEvent {
+                event_id: Uuid::from_u128(i as u128),
+                event_time: start + TimeDelta::hours(7 * i) + TimeDelta::microseconds(i * 1_001),
+                schema_version: SCHEMA_VERSION,
+                customer_id: "C1".into(),
+                account_id: "A1".into(),
+                kind: kinds[i as usize % 3],
+                amount_minor: if i % 3 == 0 { 150_000 } else { -1_234 * i },
+                currency: "GBP".into(),
+                balance_after_minor: 5_000 - 17 * i,
+                merchant_category: None,
+                channel: Channel::Internal,
+            };
+            window.apply(&event, TimeDelta::days(1));
+            if i % 11 == 0 {
+                window.last_score = Some(LastScore {
+                    score: 0.1 * (i % 7) as f64,
+                    band: RiskBand::High,
+                    day: event.event_time.date_naive(),
+                });
+            }
+            let day = day_number(event.event_time.date_naive());
+            let features = window.features();
+            let id = day_record_id(event.event_id, day);
+            let mut fast = Vec::new();
+            encode_day(&mut fast, "C1", &window, day, id);
+            let slow = serde_json::to_vec(&day_record("C1", &window, day, id).unwrap()).unwrap();
+            assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+            let mut fast = Vec::new();
+            encode_customer(&mut fast, "C1", &window, &features, id);
+            let slow = serde_json::to_vec(&customer_record("C1", &window, &features, id).unwrap()).unwrap();
+            assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+        }
+    }
+}

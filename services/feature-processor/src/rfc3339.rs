@@ -1,0 +1,216 @@
+//! Fast paths for the timestamps and dates on the hot path, each falling back to chrono.
+//!
+//! Every transaction carries an RFC 3339 `event_time`, and every changelog record about
+//! ten dates and times. chrono's general parser and its `Display`-based serde output
+//! cost more than the rest of decoding a transaction. The common shapes —
+//! `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z` in, the same as chrono writes it out — are handled
+//! here; anything else (offsets, lowercase, leap seconds, years outside 0..=9999) goes
+//! to chrono, so the results are always exactly chrono's (tests compare both).
+
+use std::fmt;
+
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Timelike, Utc};
+use serde::de::{self, Deserializer, Visitor};
+use serde::ser::{Serialize, Serializer};
+
+fn digits(bytes: &[u8]) -> Option<u32> {
+    bytes.iter().try_fold(0u32, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0')))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` without chrono's general parser; `None` when the
+/// text has another shape (chrono then decides).
+fn parse_utc_fast(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (&last, rest) = b.split_last()?;
+    if last != b'Z' {
+        return None;
+    }
+    let nanos = match &rest[19..] {
+        [] => 0,
+        [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) => {
+            digits(fraction)? * 10u32.pow(9 - fraction.len() as u32)
+        }
+        _ => return None,
+    };
+    let (second, minute, hour) = (digits(&b[17..19])?, digits(&b[14..16])?, digits(&b[11..13])?);
+    if second > 59 {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(digits(&b[0..4])? as i32, digits(&b[5..7])?, digits(&b[8..10])?)?;
+    Some(date.and_hms_nano_opt(hour, minute, second, nanos)?.and_utc())
+}
+
+/// Parses an RFC 3339 timestamp exactly as chrono's serde support does.
+pub fn parse_utc(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    match parse_utc_fast(text) {
+        Some(t) => Ok(t),
+        None => text.parse::<DateTime<FixedOffset>>().map(|t| t.with_timezone(&Utc)),
+    }
+}
+
+/// Deserializes a `DateTime<Utc>` like chrono, faster (`#[serde(deserialize_with)]`).
+pub fn deserialize_utc<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    struct UtcVisitor;
+    impl Visitor<'_> for UtcVisitor {
+        type Value = DateTime<Utc>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an RFC 3339 formatted date and time string")
+        }
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+            parse_utc(value).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(UtcVisitor)
+}
+
+fn push2(out: &mut [u8], at: usize, v: u32) {
+    out[at] = b'0' + (v / 10) as u8;
+    out[at + 1] = b'0' + (v % 10) as u8;
+}
+
+/// `YYYY-MM-DD` into `out[..10]`; `false` for years outside 0..=9999.
+fn write_date(out: &mut [u8], date: NaiveDate) -> bool {
+    let year = date.year();
+    if !(0..=9999).contains(&year) {
+        return false;
+    }
+    let year = year as u32;
+    push2(out, 0, year / 100);
+    push2(out, 2, year % 100);
+    out[4] = b'-';
+    push2(out, 5, date.month());
+    out[7] = b'-';
+    push2(out, 8, date.day());
+    true
+}
+
+/// A date serialized as chrono does (`YYYY-MM-DD`), without going through `Debug`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Date(pub NaiveDate);
+
+impl Date {
+    /// The text, into `buffer`; `None` where chrono writes another shape.
+    pub fn text(self, buffer: &mut [u8; 10]) -> Option<&str> {
+        write_date(buffer, self.0).then(|| std::str::from_utf8(buffer).expect("ASCII"))
+    }
+}
+
+impl Serialize for Date {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buffer = [0u8; 10];
+        match self.text(&mut buffer) {
+            Some(text) => serializer.serialize_str(text),
+            None => self.0.serialize(serializer),
+        }
+    }
+}
+
+/// A UTC timestamp serialized as chrono does (RFC 3339, `Z`, 0/3/6/9 fraction digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let t = self.0.naive_utc();
+        let nanos = t.nanosecond();
+        let mut out = [0u8; 30];
+        if nanos >= 1_000_000_000 || !write_date(&mut out, t.date()) {
+            return self.0.serialize(serializer); // leap second or a far year: chrono's way
+        }
+        out[10] = b'T';
+        push2(&mut out, 11, t.hour());
+        out[13] = b':';
+        push2(&mut out, 14, t.minute());
+        out[16] = b':';
+        push2(&mut out, 17, t.second());
+        let (mut len, fraction, width) = match nanos {
+            0 => (19, 0, 0),
+            n if n % 1_000_000 == 0 => (19, n / 1_000_000, 3),
+            n if n % 1_000 == 0 => (19, n / 1_000, 6),
+            n => (19, n, 9),
+        };
+        if width > 0 {
+            out[len] = b'.';
+            let mut f = fraction;
+            for i in (0..width).rev() {
+                out[len + 1 + i] = b'0' + (f % 10) as u8;
+                f /= 10;
+            }
+            len += 1 + width;
+        }
+        out[len] = b'Z';
+        serializer.serialize_str(std::str::from_utf8(&out[..len + 1]).expect("ASCII"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    fn chrono_parse(text: &str) -> Result<DateTime<Utc>, String> {
+        serde_json::from_value::<DateTime<Utc>>(serde_json::Value::String(text.into())).map_err(|e| e.to_string())
+    }
+
+    fn fast_parse(text: &str) -> Result<DateTime<Utc>, String> {
+        #[derive(serde::Deserialize)]
+        struct T(#[serde(deserialize_with = "deserialize_utc")] DateTime<Utc>);
+        serde_json::from_value::<T>(serde_json::Value::String(text.into())).map(|t| t.0).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn parsing_agrees_with_chrono() {
+        for text in [
+            "2026-01-01T10:00:00Z",
+            "2026-12-31T23:59:59.5Z",
+            "2026-02-28T00:00:00.123Z",
+            "2026-02-28T00:00:00.123456Z",
+            "2026-02-28T00:00:00.123456789Z",
+            "2026-02-28T00:00:00.1234567891Z",
+            "2028-02-29T12:00:00Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "2026-02-29T12:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-01-32T00:00:00Z",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T23:60:00Z",
+            "2016-12-31T23:59:60Z",
+            "2026-01-01t10:00:00z",
+            "2026-01-01 10:00:00Z",
+            "2026-01-01T10:00:00+01:00",
+            "2026-01-01T10:00:00-00:30",
+            "2026-01-01T10:00:00.Z",
+            "2026-01-01T10:00:0aZ",
+            "2026-01-01T10:00Z",
+            "+2026-01-01T10:00:00Z",
+            "2026-1-01T10:00:00Z",
+            "",
+            "not a time",
+            "２０２６-01-01T10:00:00Z",
+        ] {
+            assert_eq!(fast_parse(text), chrono_parse(text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn formatting_agrees_with_chrono() {
+        let base = "2026-03-04T05:06:07Z".parse::<DateTime<Utc>>().unwrap();
+        let mut times = vec![base, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC, DateTime::UNIX_EPOCH];
+        for nanos in [1, 10, 999, 1_000, 120_000, 1_000_000, 500_000_000, 999_999_999, 123_456_789] {
+            times.push(base + TimeDelta::nanoseconds(nanos));
+        }
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31).unwrap().and_hms_milli_opt(23, 59, 59, 1_500).unwrap();
+        times.push(leap.and_utc());
+        times.push(NaiveDate::from_ymd_opt(-5, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc());
+        times.push(NaiveDate::from_ymd_opt(10_000, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc());
+        for t in times {
+            assert_eq!(serde_json::to_string(&Timestamp(t)).unwrap(), serde_json::to_string(&t).unwrap(), "{t:?}");
+            let d = t.date_naive();
+            assert_eq!(serde_json::to_string(&Date(d)).unwrap(), serde_json::to_string(&d).unwrap(), "{d:?}");
+        }
+    }
+}
