@@ -207,7 +207,7 @@ pub fn validate(pipeline: &EventPipeline) -> Result<Pipeline, InvalidSpec> {
 fn kafka_target(spec: &EventPipelineSpec, namespace: &str) -> Result<(String, Option<StrimziTarget>), InvalidSpec> {
     match (&spec.kafka.strimzi, &spec.kafka.bootstrap_servers) {
         (Some(strimzi), None) => {
-            if validate_dns_label(&strimzi.cluster).is_err() {
+            if !is_dns_label(&strimzi.cluster) {
                 return Err(InvalidSpec::new(
                     "spec.kafka.strimzi.cluster",
                     format!("`{}` is not a Kubernetes object name", strimzi.cluster),
@@ -223,17 +223,13 @@ fn kafka_target(spec: &EventPipelineSpec, namespace: &str) -> Result<(String, Op
     }
 }
 
-fn validate_dns_label(name: &str) -> Result<(), ()> {
-    let ok = !name.is_empty()
+/// An RFC 1123 label: what a Kubernetes object name of this kind may be.
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 63
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(())
-    }
+        && !name.ends_with('-')
 }
 
 /// Parses `pipeline_file` as every enabled stage will at start, with the stages' own

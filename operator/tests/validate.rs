@@ -20,6 +20,12 @@ fn pipeline(extra: &str) -> EventPipeline {
 #[rstest]
 #[case::bad_name("", Some("Demo_1"), "metadata.name", "lowercase")]
 #[case::no_kafka_source("", None, "spec.kafka", "exactly one")]
+#[case::bad_cluster_name(
+    "  kafka: {strimzi: {cluster: My_Kafka}}\n",
+    None,
+    "spec.kafka.strimzi.cluster",
+    "not a Kubernetes object name"
+)]
 #[case::two_producers("  stages: {producer: {replicas: 2}}\n", None, "spec.stages.producer.replicas", "0 or 1")]
 #[case::idle_processor(
     "  stages: {featureProcessor: {replicas: 7}}\n",
