@@ -8,10 +8,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sha2::{Digest, Sha256};
 
-use super::labels::{labels, owner_references};
+use super::labels::object_meta;
 use crate::validate::{Pipeline, MODEL_FILE, PIPELINE_FILE};
 
 /// The pod-template annotation carrying [`config_hash`].
@@ -28,17 +27,7 @@ pub fn config_map(pipeline: &Pipeline) -> ConfigMap {
     if let Some(model) = &pipeline.model {
         data.insert(MODEL_FILE.to_owned(), model.clone());
     }
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name(pipeline)),
-            namespace: Some(pipeline.namespace.clone()),
-            labels: Some(labels(pipeline, "config")),
-            owner_references: owner_references(pipeline),
-            ..Default::default()
-        },
-        data: Some(data),
-        ..Default::default()
-    }
+    ConfigMap { metadata: object_meta(pipeline, name(pipeline), "config"), data: Some(data), ..Default::default() }
 }
 
 /// The first 16 hex digits of the SHA-256 of `pipeline.yaml`.

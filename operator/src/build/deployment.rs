@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config_map::{self, config_hash, CONFIG_HASH_ANNOTATION};
-use super::labels::{labels, owner_references, stage_selector};
+use super::labels::{labels, object_meta, stage_selector};
 use super::service_account;
 use crate::stage::Stage;
 use crate::validate::{Pipeline, StagePlan, CONFIG_DIR, PIPELINE_FILE};
@@ -40,13 +40,7 @@ pub fn deployment(pipeline: &Pipeline, plan: &StagePlan) -> Deployment {
         ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
     ]);
     Deployment {
-        metadata: ObjectMeta {
-            name: Some(name(pipeline, stage)),
-            namespace: Some(pipeline.namespace.clone()),
-            labels: Some(labels(pipeline, stage.name())),
-            owner_references: owner_references(pipeline),
-            ..Default::default()
-        },
+        metadata: object_meta(pipeline, name(pipeline, stage), stage.name()),
         spec: Some(DeploymentSpec {
             replicas: Some(plan.replicas),
             selector: LabelSelector {

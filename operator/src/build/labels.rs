@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::validate::Pipeline;
 
@@ -62,4 +62,16 @@ pub fn owner_references(pipeline: &Pipeline) -> Option<Vec<OwnerReference>> {
         controller: Some(true),
         block_owner_deletion: Some(true),
     }])
+}
+
+/// The metadata of an object `name` of `pipeline` in its namespace: the labels for
+/// `component` and the owner reference.
+pub fn object_meta(pipeline: &Pipeline, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(pipeline.namespace.clone()),
+        labels: Some(labels(pipeline, component)),
+        owner_references: owner_references(pipeline),
+        ..Default::default()
+    }
 }

@@ -2,11 +2,10 @@
 //! metrics, which a Prometheus ServiceMonitor or scrape config can select.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::deployment::HTTP_PORT;
-use super::labels::{labels, owner_references, selector, stage_selector};
+use super::labels::{object_meta, selector, stage_selector};
 use crate::crd::{ServiceExposure, ServiceType};
 use crate::stage::Stage;
 use crate::validate::Pipeline;
@@ -33,23 +32,13 @@ pub fn services(pipeline: &Pipeline) -> Vec<Service> {
     out
 }
 
-fn meta(pipeline: &Pipeline, name: String, component: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: Some(pipeline.namespace.clone()),
-        labels: Some(labels(pipeline, component)),
-        owner_references: owner_references(pipeline),
-        ..Default::default()
-    }
-}
-
 fn dashboard(pipeline: &Pipeline, exposure: &ServiceExposure) -> Service {
     let node_port = match exposure.service_type {
         ServiceType::ClusterIP => None,
         ServiceType::NodePort | ServiceType::LoadBalancer => exposure.node_port,
     };
     Service {
-        metadata: meta(pipeline, dashboard_name(pipeline), Stage::Dashboard.name()),
+        metadata: object_meta(pipeline, dashboard_name(pipeline), Stage::Dashboard.name()),
         spec: Some(ServiceSpec {
             type_: Some(exposure.service_type.as_str().into()),
             selector: Some(stage_selector(pipeline, Stage::Dashboard.name())),
@@ -69,7 +58,7 @@ fn dashboard(pipeline: &Pipeline, exposure: &ServiceExposure) -> Service {
 
 fn metrics(pipeline: &Pipeline) -> Service {
     Service {
-        metadata: meta(pipeline, metrics_name(pipeline), "metrics"),
+        metadata: object_meta(pipeline, metrics_name(pipeline), "metrics"),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             // Headless: Prometheus scrapes every pod, not one behind a virtual IP.

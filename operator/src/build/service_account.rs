@@ -1,9 +1,8 @@
 //! The ServiceAccount the stages run as: no roles bound, token not mounted.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::labels::{labels, owner_references};
+use super::labels::object_meta;
 use crate::validate::Pipeline;
 
 /// The ServiceAccount's name: `P-stages`.
@@ -14,13 +13,7 @@ pub fn name(pipeline: &Pipeline) -> String {
 /// The stages' ServiceAccount.
 pub fn service_account(pipeline: &Pipeline) -> ServiceAccount {
     ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(name(pipeline)),
-            namespace: Some(pipeline.namespace.clone()),
-            labels: Some(labels(pipeline, "stages")),
-            owner_references: owner_references(pipeline),
-            ..Default::default()
-        },
+        metadata: object_meta(pipeline, name(pipeline), "stages"),
         automount_service_account_token: Some(false),
         ..Default::default()
     }
