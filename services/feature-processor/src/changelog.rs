@@ -4,15 +4,20 @@
 //! - Key `customer_id/YYYY-MM-DD`: a [`CustomerDay`], that one day's bucket. When the day
 //!   falls out of the 90-day ring the key gets a tombstone, so compaction drops it (the
 //!   way Kafka Streams keys a windowed store's changelog: the window in the key).
-//! - Key `customer_id`: the customer's [`CustomerFeatures`] with `days` left empty — the
-//!   features as of the write, and the customer-wide state (latest event time,
-//!   salaries, last score).
+//! - Key `customer_id`: the customer's [`CustomerFeatures`] with `days` holding only the
+//!   bucket of the latest day — the features as of the write, the customer-wide state
+//!   (latest event time, salaries, last score) and the day still filling up.
 //!
-//! Per batch, each touched customer gets one record per changed day, a tombstone per
-//! day that left the ring, then its `customer_id` record. Rebuilding folds a partition's
-//! records in offset order: a day record replaces that day's bucket, a tombstone
-//! removes it, a `customer_id` record replaces the customer-wide state (and, in the
-//! earlier whole-window format whose `days` held every bucket, those buckets too).
+//! Per batch, each touched customer gets one record per changed day other than its
+//! latest, a tombstone per day that left the ring, then its `customer_id` record. The
+//! latest day rides in the customer record, so a customer active on one day per batch
+//! (live traffic) costs one record, not two; when a later day takes its place, the day
+//! the previous customer record carried gets a day record of its own before compaction
+//! could drop it. Rebuilding folds a partition's records in offset order: a day record
+//! replaces that day's bucket, a tombstone removes it, a `customer_id` record replaces
+//! the customer-wide state and the buckets it holds (one in this format; none in the
+//! earlier per-day format, every bucket in the whole-window one — its days are given
+//! day records on the customer's next write).
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -78,7 +83,7 @@ struct CustomerOut<'a> {
     customer_id: &'a str,
     as_of: Date,
     features: &'a FeatureValues,
-    days: [BucketOut; 0],
+    days: Days<'a>,
     salaries: Salaries<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_score: Option<LastScoreOut>,
@@ -149,6 +154,15 @@ struct SalaryOut {
 
 struct Salaries<'a>(&'a [SalaryCredit]);
 
+/// The buckets of a customer record: the latest day's.
+struct Days<'a>(Option<&'a DayBucket>);
+
+impl Serialize for Days<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.map(BucketOut::from))
+    }
+}
+
 impl Serialize for Salaries<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.0.iter().map(|s| SalaryOut { day: Date(s.day), amount_minor: s.amount_minor }))
@@ -210,7 +224,7 @@ pub fn encode_customer(
         customer_id,
         as_of: Date(event_time.date_naive()),
         features,
-        days: [],
+        days: Days(window.bucket(day_number(event_time.date_naive()))),
         salaries: Salaries(window.salaries()),
         last_score: window.last_score.map(LastScoreOut::from),
     };
@@ -243,7 +257,7 @@ pub fn customer_record(
         customer_id: customer_id.to_owned(),
         as_of: event_time.date_naive(),
         features: features.clone(),
-        days: Vec::new(),
+        days: window.bucket(day_number(event_time.date_naive())).into_iter().cloned().collect(),
         salaries: window.salaries().to_vec(),
         last_score: window.last_score,
     })

@@ -182,6 +182,10 @@ struct Customer {
     changed: Vec<i32>,
     /// Day numbers that fell out of the ring since the last write.
     evicted: Vec<i32>,
+    /// Day numbers whose buckets ride only in the last `customer_id` record written or
+    /// restored (the latest day): when that record is replaced by one carrying another
+    /// day, they get day records of their own.
+    carried: Vec<i32>,
 }
 
 /// One input partition's customers, and the customers touched since the last write.
@@ -324,7 +328,14 @@ impl Core {
                 let window = &customer.window;
                 let Some(latest) = window.latest_event_time() else { continue };
                 let timestamp_ms = latest.timestamp_millis();
-                for day in customer.changed.drain(..) {
+                let latest_day = day_number(latest.date_naive());
+                // Days the previous customer record carried now need records of their own.
+                for day in customer.carried.drain(..) {
+                    if day != latest_day && window.bucket(day).is_some() && !customer.changed.contains(&day) {
+                        customer.changed.push(day);
+                    }
+                }
+                for day in customer.changed.drain(..).filter(|d| *d != latest_day) {
                     let mut payload = Vec::with_capacity(384);
                     changelog::encode_day(
                         &mut payload,
@@ -341,9 +352,10 @@ impl Core {
                     write(ChangelogRecord { partition, key, payload: None, timestamp_ms });
                 }
                 let features = customer.features.get_or_insert_with(|| window.features());
-                let mut payload = Vec::with_capacity(768);
+                let mut payload = Vec::with_capacity(1024);
                 let id = changelog::customer_record_id(last_event);
                 changelog::encode_customer(&mut payload, &customer_id, window, features, id);
+                customer.carried.push(latest_day);
                 write(ChangelogRecord { partition, key: customer_id, payload: Some(payload), timestamp_ms });
             }
         }
@@ -397,6 +409,8 @@ impl Core {
         let customer = state.customers.entry_ref(record.customer_id.as_str()).or_default();
         customer.window.merge_record(record);
         customer.features = None;
+        customer.carried.clear();
+        customer.carried.extend(record.days.iter().map(|b| day_number(b.day)));
     }
 
     /// Drops the state of `partition` (revoked, or about to be restored).
@@ -535,12 +549,59 @@ mod tests {
         core.take_changelog(|r| written.push(r));
         let day = last.event_time.date_naive();
         let keys: Vec<_> = written.iter().map(|r| r.key.as_str()).collect();
-        assert_eq!(keys, [format!("{}/{day}", last.customer_id), last.customer_id.clone()]);
+        // The only changed day is the latest: it rides in the customer record.
+        assert_eq!(keys, [last.customer_id.as_str()]);
         let window = core.window(0, &last.customer_id).unwrap();
-        let record: CustomerDay = serde_json::from_slice(written[0].payload.as_ref().unwrap()).unwrap();
-        assert_eq!((&record.customer_id, &record.bucket), (&last.customer_id, window.days().last().unwrap()));
-        let record: CustomerFeatures = serde_json::from_slice(written[1].payload.as_ref().unwrap()).unwrap();
-        assert_eq!((record.days.len(), record.as_of, record.event_time), (0, day, last.event_time));
+        let record: CustomerFeatures = serde_json::from_slice(written[0].payload.as_ref().unwrap()).unwrap();
+        assert_eq!((record.as_of, record.event_time), (day, last.event_time));
+        assert_eq!(record.days, [window.days().last().unwrap().clone()]);
         assert_eq!(record.features, window.features());
+    }
+
+    #[test]
+    fn a_customer_active_one_day_per_batch_costs_one_record_until_the_day_changes() {
+        let model = Arc::new(serde_json::from_str::<RiskModel>(crate::settings::BUILT_IN_MODEL).unwrap());
+        let event = |day: u32, hour: u32, n: u128| TransactionEvent {
+            event_id: Uuid::from_u128(n),
+            event_time: format!("2026-03-{day:02}T{hour:02}:00:00Z").parse().unwrap(),
+            schema_version: SCHEMA_VERSION,
+            customer_id: "C1".into(),
+            account_id: "A1".into(),
+            kind: TransactionKind::CardPurchase,
+            amount_minor: -500,
+            currency: "GBP".into(),
+            balance_after_minor: 10_000 - 500 * n as i64,
+            merchant_category: None,
+            channel: Channel::CardPresent,
+        };
+        let mut core = Core::new(CoreConfig::default(), model.clone());
+        let mut batches: Vec<Vec<ChangelogRecord>> = Vec::new();
+        let mut batch = |core: &mut Core, events: &[TransactionEvent]| {
+            for e in events {
+                core.apply(0, e).unwrap();
+            }
+            let mut written = Vec::new();
+            core.take_changelog(|r| written.push(r));
+            batches.push(written);
+        };
+        batch(&mut core, &[event(1, 9, 1), event(1, 10, 2)]);
+        batch(&mut core, &[event(1, 11, 3)]);
+        // 2 March begins: 1 March, carried so far, gets its own record.
+        batch(&mut core, &[event(2, 9, 4)]);
+        // A late event for 1 March, the day before the latest.
+        batch(&mut core, &[event(1, 23, 5)]);
+        let keys: Vec<Vec<&str>> = batches.iter().map(|b| b.iter().map(|r| r.key.as_str()).collect()).collect();
+        assert_eq!(keys, [vec!["C1"], vec!["C1"], vec!["C1/2026-03-01", "C1"], vec!["C1/2026-03-01", "C1"]]);
+
+        // Compacted, the log is one day record and the customer record carrying 2 March.
+        let log: Vec<ChangelogRecord> = batches.concat();
+        let compacted = compact(&log, true);
+        assert_eq!(compacted.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["C1/2026-03-01", "C1"]);
+        let mut rebuilt = Core::new(CoreConfig::default(), model);
+        for r in &compacted {
+            rebuilt.restore_record(0, Some(r.key.as_bytes()), r.payload.as_deref()).unwrap();
+        }
+        assert_eq!(rebuilt.window(0, "C1"), core.window(0, "C1"));
+        assert_eq!(rebuilt.window(0, "C1").unwrap().days().count(), 2);
     }
 }
