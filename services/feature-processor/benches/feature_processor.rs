@@ -199,9 +199,16 @@ fn pass_through(kafka: &KafkaSettings, pipeline: &str, expected: usize) -> f64 {
     started.unwrap().elapsed().as_secs_f64()
 }
 
+/// A counter or histogram count of `registry`, from its text encoding.
+fn metric(registry: &Registry, name: &str) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
 /// The stage, from its first record to the commit of its last (as the pass-through:
-/// leaving the group afterwards is not timed).
-fn stage(kafka: &KafkaSettings, pipeline: &str, guarantee: &str, expected: usize) -> f64 {
+/// leaving the group afterwards is not timed): seconds, and records produced.
+fn stage(kafka: &KafkaSettings, pipeline: &str, guarantee: &str, expected: usize) -> (f64, f64) {
     let args = RuntimeArgs {
         pipeline_name: Some(pipeline.to_owned()),
         bootstrap_servers: Some(kafka.bootstrap_servers.clone()),
@@ -225,13 +232,7 @@ fn stage(kafka: &KafkaSettings, pipeline: &str, guarantee: &str, expected: usize
     let (config, core) = (section.stream_config(), section.core_config());
     let handle = std::thread::spawn(move || stream::run(stage, config, core, ModelHandle::new(model())));
     // Committed input records: the latency of each is recorded when its batch commits.
-    let committed = || {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("eventpipe_processing_latency_seconds_count ")?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0) as usize
-    };
+    let committed = || metric(&registry, "eventpipe_processing_latency_seconds_count") as usize;
     let mut started = None;
     while committed() < expected {
         std::thread::sleep(Duration::from_millis(2));
@@ -241,9 +242,10 @@ fn stage(kafka: &KafkaSettings, pipeline: &str, guarantee: &str, expected: usize
         }
     }
     let secs = started.unwrap().elapsed().as_secs_f64();
+    let produced = metric(&registry, "eventpipe_records_produced_total");
     shutdown.cancel();
     handle.join().unwrap().unwrap();
-    secs
+    (secs, produced)
 }
 
 /// Three rounds per guarantee, each on fresh topics; the fastest raw and the fastest
@@ -253,6 +255,7 @@ async fn broker_ratio(customers: u32, days: u32) {
     let n = records.len();
     for guarantee in ["at_least_once", "exactly_once"] {
         let (mut raw_best, mut stage_best, mut rounds, mut label) = (f64::INFINITY, f64::INFINITY, Vec::new(), "");
+        let mut produced = 0.0;
         for round in 0..3 {
             let pipeline = format!("bench-{}-{guarantee}-{round}", std::process::id()).replace('_', "-");
             let b = broker(&pipeline).await;
@@ -261,16 +264,19 @@ async fn broker_ratio(customers: u32, days: u32) {
             let (p, kafka2, p2) = (pipeline.clone(), kafka.clone(), pipeline.clone());
             let raw = tokio::task::spawn_blocking(move || pass_through(&kafka, &p, n)).await.unwrap();
             let guarantee_owned = guarantee.to_owned();
-            let staged = tokio::task::spawn_blocking(move || stage(&kafka2, &p2, &guarantee_owned, n)).await.unwrap();
+            let (staged, out) =
+                tokio::task::spawn_blocking(move || stage(&kafka2, &p2, &guarantee_owned, n)).await.unwrap();
+            produced = out;
             (raw_best, stage_best, label) = (raw_best.min(raw), stage_best.min(staged), b.label);
             rounds.push(format!("{:.2}", raw / staged));
         }
         println!(
-            "{guarantee:>13}: raw pass-through {:>8.0} events/s, stage {:>8.0} events/s, ratio {:.2}  ({n} events, {label}, best of 3; rounds {})",
+            "{guarantee:>13}: raw pass-through {:>8.0} events/s, stage {:>8.0} events/s, ratio {:.2}  ({n} events, {label}, best of 3; rounds {}; stage wrote {:.2} records per input)",
             n as f64 / raw_best,
             n as f64 / stage_best,
             raw_best / stage_best,
-            rounds.join(" ")
+            rounds.join(" "),
+            produced / n as f64
         );
     }
 }
