@@ -53,7 +53,7 @@ impl StageProcess {
         stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
         let mut body = String::new();
         stream.read_to_string(&mut body).ok()?;
-        body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        sample(&body, name)
     }
 
     /// SIGKILL: no commit, no abort, no leaving the group.
@@ -93,4 +93,10 @@ pub fn counts<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> Ha
         *counts.entry(i).or_default() += 1;
     }
     counts
+}
+
+/// The value of the sample in Prometheus text `exposition` whose line starts with `name`
+/// (labels included), if there is one.
+pub fn sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
