@@ -11,11 +11,12 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use hashbrown::HashMap;
 use serde::Deserialize;
+use smallvec::SmallVec;
 use uuid::Uuid;
 
 use eventpipe_common::events::{
-    derived_event_id, Channel, CustomerFeatures, FeatureValues, LastScore, MerchantCategory, RiskScore,
-    TransactionEvent, TransactionKind, SCHEMA_VERSION,
+    derived_event_id, Channel, CustomerFeatures, LastScore, MerchantCategory, RiskScore, TransactionEvent,
+    TransactionKind, SCHEMA_VERSION,
 };
 
 use eventpipe_common::stream::check_keyed_event;
@@ -174,18 +175,16 @@ pub struct ChangelogRecord {
 #[derive(Debug, Default)]
 struct Customer {
     window: CustomerWindow,
-    /// The features of the window as it is, when they were computed since it changed.
-    features: Option<FeatureValues>,
     /// Id of the last event applied since the last write; `None`: nothing to write.
     last_event: Option<Uuid>,
     /// Day numbers whose buckets changed since the last write.
-    changed: Vec<i32>,
+    changed: SmallVec<[i32; 4]>,
     /// Day numbers that fell out of the ring since the last write.
     evicted: Vec<i32>,
     /// Day numbers whose buckets ride only in the last `customer_id` record written or
     /// restored (the latest day): when that record is replaced by one carrying another
     /// day, they get day records of their own.
-    carried: Vec<i32>,
+    carried: SmallVec<[i32; 2]>,
 }
 
 /// One input partition's customers, and the customers touched since the last write.
@@ -273,12 +272,12 @@ impl Core {
             state.dirty.push(event.customer_id.clone().into_owned());
         }
         customer.last_event = Some(event.event_id);
-        customer.features = None;
-        if !customer.changed.contains(&number) {
+        // Most events land on the day changed last.
+        if customer.changed.last() != Some(&number) && !customer.changed.contains(&number) {
             customer.changed.push(number);
         }
         if customer.evicted.len() > evicted_before {
-            let evicted = &customer.evicted;
+            let evicted = &customer.evicted[evicted_before..];
             customer.changed.retain(|d| !evicted.contains(d));
         }
 
@@ -287,8 +286,8 @@ impl Core {
         if !due {
             return Ok(Processed { score: None });
         }
-        let features = customer.features.insert(window.features());
-        let (score, band) = self.scorer.score(features);
+        let features = window.features();
+        let (score, band) = self.scorer.score(&features);
         let emit = match window.last_score {
             None => true,
             Some(last) => last.band != band || (score - last.score).abs() >= self.config.min_score_change,
@@ -310,7 +309,7 @@ impl Core {
                 score,
                 band,
                 model_version: self.scorer.model().version.clone(),
-                top_factors: self.scorer.top_factors(features),
+                top_factors: self.scorer.top_factors(&features),
                 trigger_event_id: event.event_id,
             }),
         })
@@ -351,10 +350,9 @@ impl Core {
                     let key = changelog::day_key(&customer_id, day);
                     write(ChangelogRecord { partition, key, payload: None, timestamp_ms });
                 }
-                let features = customer.features.get_or_insert_with(|| window.features());
                 let mut payload = Vec::with_capacity(1024);
                 let id = changelog::customer_record_id(last_event);
-                changelog::encode_customer(&mut payload, &customer_id, window, features, id);
+                changelog::encode_customer(&mut payload, &customer_id, window, &window.features(), id);
                 customer.carried.push(latest_day);
                 write(ChangelogRecord { partition, key: customer_id, payload: Some(payload), timestamp_ms });
             }
@@ -385,12 +383,10 @@ impl Core {
                 let state = self.partitions.entry(partition).or_default();
                 let customer = state.customers.entry_ref(record.customer_id.as_str()).or_default();
                 customer.window.merge_day(record.bucket);
-                customer.features = None;
             }
             (Some((customer_id, day)), None) => {
                 if let Some(c) = self.partitions.get_mut(&partition).and_then(|p| p.customers.get_mut(customer_id)) {
                     c.window.remove_day(day);
-                    c.features = None;
                 }
             }
             (None, Some(payload)) => {
@@ -408,7 +404,6 @@ impl Core {
         let state = self.partitions.entry(partition).or_default();
         let customer = state.customers.entry_ref(record.customer_id.as_str()).or_default();
         customer.window.merge_record(record);
-        customer.features = None;
         customer.carried.clear();
         customer.carried.extend(record.days.iter().map(|b| day_number(b.day)));
     }

@@ -5,12 +5,15 @@
 //! computes features in the stream and in training, so the model sees in production
 //! exactly what it was trained on. Formulas: docs/features.md.
 //!
-//! Days are compared as day numbers (days since 0001-01-01), not as calendar dates: the
-//! feature pass looks at every bucket of the ring each time a customer is scored.
+//! Days are compared as day numbers (days since 0001-01-01), not as calendar dates. The
+//! window sums are kept up to date per event rather than summed per score; a test
+//! checks them against the sums by definition after every event of long simulated
+//! histories with gaps, late events and restores.
 
 use std::collections::VecDeque;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
+use smallvec::SmallVec;
 
 use eventpipe_common::events::{
     CustomerFeatures, DayBucket, FeatureValues, LastScore, MerchantCategory, SalaryCredit, TransactionEvent,
@@ -88,23 +91,181 @@ impl Posting {
     }
 }
 
-/// A daily bucket with its day number.
-#[derive(Debug, Clone, PartialEq)]
-struct Bucket {
+/// What every score reads of a day: its number, closing and lowest balance, kept apart
+/// from the rest of the bucket so that scoring reads 24 bytes per day of the last 30.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct DayKey {
     number: i32,
-    data: DayBucket,
+    closing: i64,
+    low: i64,
+}
+
+impl DayKey {
+    fn of(number: i32, bucket: &DayBucket) -> Self {
+        DayKey { number, closing: bucket.closing_balance_minor, low: bucket.min_balance_minor }
+    }
+}
+
+/// The sparse ring of daily buckets, oldest first: `keys[i]` and `data[i]` are one day.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Ring {
+    keys: VecDeque<DayKey>,
+    data: VecDeque<DayBucket>,
+}
+
+impl Ring {
+    /// Where day `number` is (`Ok`) or would go (`Err`); the latest day is checked first.
+    fn find(&self, number: i32) -> Result<usize, usize> {
+        match self.keys.back() {
+            Some(k) if k.number == number => Ok(self.keys.len() - 1),
+            Some(k) if k.number < number => Err(self.keys.len()),
+            None => Err(0),
+            _ => self.keys.binary_search_by_key(&number, |k| k.number),
+        }
+    }
+
+    fn insert(&mut self, at: usize, number: i32, bucket: DayBucket) {
+        self.keys.insert(at, DayKey::of(number, &bucket));
+        self.data.insert(at, bucket);
+    }
+
+    fn replace(&mut self, at: usize, bucket: DayBucket) {
+        self.keys[at] = DayKey::of(self.keys[at].number, &bucket);
+        self.data[at] = bucket;
+    }
+
+    fn remove(&mut self, at: usize) {
+        self.keys.remove(at);
+        self.data.remove(at);
+    }
+
+    fn pop_front(&mut self) -> Option<(i32, DayBucket)> {
+        let key = self.keys.pop_front()?;
+        Some((key.number, self.data.pop_front().expect("keys and data are one day each")))
+    }
+}
+
+/// The windows a bucket counts towards, by its age (days before the customer's latest
+/// day): 0 — the last 7 days; 1 — days 7–29 (with 0, the 30-day window); 2 — days
+/// 30–59 (the previous 30 days); 3 — days 60–89 (with all others, the 90-day window).
+fn class(age: i32) -> usize {
+    match age {
+        ..7 => 0,
+        7..30 => 1,
+        30..60 => 2,
+        _ => 3,
+    }
+}
+
+/// Sums of buckets' fields (money in minor units).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Totals {
+    inflow: i64,
+    outflow: i64,
+    discretionary: i64,
+    atm: i64,
+    gambling: i64,
+    txn_count: i64,
+    failed_debits: i64,
+    missed_repayments: i64,
+    overdraft_fees: i64,
+    bnpl: i64,
+}
+
+impl Totals {
+    fn of(b: &DayBucket) -> Self {
+        Totals {
+            inflow: b.inflow_minor,
+            outflow: b.outflow_minor,
+            discretionary: b.discretionary_minor,
+            atm: b.atm_minor,
+            gambling: b.gambling_minor,
+            txn_count: b.txn_count.into(),
+            failed_debits: b.failed_debits.into(),
+            missed_repayments: b.missed_repayments.into(),
+            overdraft_fees: b.overdraft_fees.into(),
+            bnpl: b.bnpl_count.into(),
+        }
+    }
+
+    /// `self + sign × other`, field by field.
+    fn add(&mut self, other: &Totals, sign: i64) {
+        self.inflow += sign * other.inflow;
+        self.outflow += sign * other.outflow;
+        self.discretionary += sign * other.discretionary;
+        self.atm += sign * other.atm;
+        self.gambling += sign * other.gambling;
+        self.txn_count += sign * other.txn_count;
+        self.failed_debits += sign * other.failed_debits;
+        self.missed_repayments += sign * other.missed_repayments;
+        self.overdraft_fees += sign * other.overdraft_fees;
+        self.bnpl += sign * other.bnpl;
+    }
+}
+
+/// The window sums as of the customer's latest day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Sums {
+    /// Every field, over the last 30 days.
+    last_30: Totals,
+    txn_count_7: i64,
+    discretionary_previous_30: i64,
+    missed_repayments_90: i64,
+}
+
+impl Sums {
+    /// Adds (`sign` 1) or takes away (−1) a bucket of age class `class`.
+    fn add(&mut self, class: usize, bucket: &Totals, sign: i64) {
+        self.missed_repayments_90 += sign * bucket.missed_repayments;
+        match class {
+            0 => {
+                self.txn_count_7 += sign * bucket.txn_count;
+                self.last_30.add(bucket, sign);
+            }
+            1 => self.last_30.add(bucket, sign),
+            2 => self.discretionary_previous_30 += sign * bucket.discretionary,
+            _ => {}
+        }
+    }
+
+    /// Moves a bucket from age class `was` to `is`.
+    fn age(&mut self, was: usize, is: usize, bucket: &Totals) {
+        if was != is {
+            self.add(was, bucket, -1);
+            self.add(is, bucket, 1);
+        }
+    }
 }
 
 /// One customer's rolling state.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Besides the buckets it keeps the window sums (30 days, the 30 before, 7 and 90 days)
+/// up to date as events arrive and days age, so a score reads the sums and the last 30
+/// days' keys instead of every bucket of the ring: the rings of many customers do not
+/// fit in the cache, and reading them was the largest cost of scoring.
+#[derive(Debug, Clone, Default)]
 pub struct CustomerWindow {
     latest_event_time: Option<DateTime<Utc>>,
     /// Day number of `latest_event_time`.
     latest: i32,
-    days: VecDeque<Bucket>,
-    salaries: Vec<SalaryCredit>,
+    ring: Ring,
+    salaries: SmallVec<[SalaryCredit; SALARIES_KEPT + 1]>,
     /// The last score emitted for this customer.
     pub last_score: Option<LastScore>,
+    /// The window sums; `None` when the ring was changed from the changelog since
+    /// (they are summed again when next needed).
+    sums: Option<Sums>,
+}
+
+/// Windows are equal when their state is: the running sums follow from it.
+impl PartialEq for CustomerWindow {
+    fn eq(&self, other: &Self) -> bool {
+        self.latest_event_time == other.latest_event_time
+            && self.latest == other.latest
+            && self.ring == other.ring
+            && self.salaries == other.salaries
+            && self.last_score == other.last_score
+    }
 }
 
 fn major(minor: i64) -> f64 {
@@ -124,16 +285,12 @@ impl CustomerWindow {
 
     /// The daily buckets, oldest first.
     pub fn days(&self) -> impl Iterator<Item = &DayBucket> {
-        self.days.iter().map(|b| &b.data)
+        self.ring.data.iter()
     }
 
     /// The bucket of day number `number`, if that day had activity.
     pub fn bucket(&self, number: i32) -> Option<&DayBucket> {
-        if let Some(last) = self.days.back().filter(|b| b.number == number) {
-            return Some(&last.data);
-        }
-        let i = self.days.binary_search_by_key(&number, |b| b.number).ok()?;
-        Some(&self.days[i].data)
+        self.ring.find(number).ok().map(|i| &self.ring.data[i])
     }
 
     /// The latest salary credits, oldest first.
@@ -164,26 +321,39 @@ impl CustomerWindow {
             }
         };
 
-        let index = match self.days.back() {
-            Some(b) if b.number == number => self.days.len() - 1,
-            Some(b) if b.number > number => match self.days.binary_search_by_key(&number, |b| b.number) {
-                Ok(i) => i,
-                Err(i) => {
-                    self.days.insert(i, Bucket::new(number, day, p));
-                    i
-                }
-            },
-            _ => {
-                self.days.push_back(Bucket::new(number, day, p));
-                self.days.len() - 1
+        // Age the sums to the new latest day first, then add the posting.
+        let (had_latest, previous_latest) = (self.latest_event_time.is_some(), self.latest);
+        if self.latest_event_time.is_none_or(|t| p.event_time > t) {
+            self.latest_event_time = Some(p.event_time);
+            self.latest = number;
+        }
+        let mut sums = match self.sums.take() {
+            Some(sums) if had_latest => self.aged(sums, previous_latest),
+            _ => self.sums_by_pass(),
+        };
+
+        let index = match self.ring.find(number) {
+            Ok(i) => i,
+            Err(i) => {
+                let opening = DayBucket {
+                    day,
+                    closing_balance_minor: p.balance_after_minor,
+                    closing_time: p.event_time,
+                    min_balance_minor: p.balance_after_minor,
+                    ..Default::default()
+                };
+                self.ring.insert(i, number, opening);
+                i
             }
         };
-        let bucket = &mut self.days[index].data;
+        let bucket = &mut self.ring.data[index];
+        let before = Totals::of(bucket);
         if p.event_time >= bucket.closing_time {
             bucket.closing_time = p.event_time;
             bucket.closing_balance_minor = p.balance_after_minor;
         }
         bucket.min_balance_minor = bucket.min_balance_minor.min(p.balance_after_minor);
+        self.ring.keys[index] = DayKey::of(number, bucket);
         bucket.txn_count += 1;
         if p.amount_minor > 0 {
             bucket.inflow_minor += p.amount_minor;
@@ -211,69 +381,55 @@ impl CustomerWindow {
             }
             _ => {}
         }
+        let class = class(self.latest - number);
+        sums.add(class, &Totals::of(bucket), 1);
+        sums.add(class, &before, -1);
 
-        if self.latest_event_time.is_none_or(|t| p.event_time > t) {
-            self.latest_event_time = Some(p.event_time);
-            self.latest = number;
-        }
-        self.roll(evicted);
+        self.roll(&mut sums, evicted);
+        self.sums = Some(sums);
         Applied::Applied { new_day }
     }
 
-    /// Rolls the ring: drops the days that fell out of the longest window.
-    fn roll(&mut self, evicted: &mut Vec<i32>) {
-        while let Some(front) = self.days.front().filter(|b| self.latest - b.number >= RING) {
-            evicted.push(front.number);
-            self.days.pop_front();
+    /// `sums`, as of the `previous` latest day, moved to the current latest day: the
+    /// buckets that crossed an edge of an age class move to their new class. Those are
+    /// found by day number, so a day's advance looks at a few buckets, not the ring.
+    fn aged(&self, mut sums: Sums, previous: i32) -> Sums {
+        if previous == self.latest {
+            return sums;
         }
+        let keys = &self.ring.keys;
+        let first_at = |number: i32| keys.partition_point(|k| k.number < number);
+        // Buckets already moved: one that crossed several edges moves once, at the oldest.
+        let mut done = 0;
+        for edge in [60, 30, 7] {
+            // Crossed `edge`: previous − n < edge ≤ latest − n.
+            let to = first_at(self.latest - edge + 1);
+            let from = first_at(previous - edge + 1).max(done).min(to);
+            for (key, bucket) in keys.range(from..to).zip(self.ring.data.range(from..to)) {
+                let n = key.number;
+                sums.age(class(previous - n), class(self.latest - n), &Totals::of(bucket));
+            }
+            done = done.max(to);
+        }
+        sums
     }
 
-    /// The window sums the features need, and the closing balances of each of the 30
-    /// days ending with `as_of` (oldest first, carried forward over days without
-    /// activity; `None` before the first known day), in one pass over the ring from
-    /// its newest day: the ring does not fit in the cache, so each bucket is read once.
-    fn sums(&self, as_of: i32) -> (Sums, [Option<i64>; 30]) {
-        let mut s = Sums::default();
-        // closing[i] is the closing balance of day as_of − 29 + i, where it had activity.
-        let mut closing = [None; 30];
-        let mut carried_in = None;
-        for b in self.days.iter().rev() {
-            let age = as_of - b.number;
-            let b = &b.data;
-            if age < 90 {
-                s.missed_repayments_90 += i64::from(b.missed_repayments);
-            }
-            if age < 30 {
-                closing[(29 - age) as usize] = Some(b.closing_balance_minor);
-                s.inflow_30 += b.inflow_minor;
-                s.outflow_30 += b.outflow_minor;
-                s.discretionary_30 += b.discretionary_minor;
-                s.atm_30 += b.atm_minor;
-                s.gambling_30 += b.gambling_minor;
-                s.failed_debits_30 += i64::from(b.failed_debits);
-                s.overdraft_fees_30 += i64::from(b.overdraft_fees);
-                s.bnpl_30 += i64::from(b.bnpl_count);
-            } else {
-                // The newest day before the 30-day window carries into it.
-                carried_in.get_or_insert(b.closing_balance_minor);
-                if age < 60 {
-                    s.discretionary_previous_30 += b.discretionary_minor;
-                }
-            }
-            if age < 7 {
-                s.txn_count_7 += i64::from(b.txn_count);
-                s.min_balance_7 =
-                    Some(s.min_balance_7.map_or(b.min_balance_minor, |m: i64| m.min(b.min_balance_minor)));
-            }
+    /// The window sums, from every bucket.
+    fn sums_by_pass(&self) -> Sums {
+        let mut sums = Sums::default();
+        for (key, bucket) in self.ring.keys.iter().zip(&self.ring.data) {
+            sums.add(class(self.latest - key.number), &Totals::of(bucket), 1);
         }
-        let mut carried = carried_in;
-        for slot in &mut closing {
-            match slot {
-                Some(balance) => carried = Some(*balance),
-                None => *slot = carried,
-            }
+        sums
+    }
+
+    /// Rolls the ring: drops the days that fell out of the longest window.
+    fn roll(&mut self, sums: &mut Sums, evicted: &mut Vec<i32>) {
+        while self.ring.keys.front().is_some_and(|k| self.latest - k.number >= RING) {
+            let (number, bucket) = self.ring.pop_front().expect("the ring has a front day");
+            sums.add(class(self.latest - number), &Totals::of(&bucket), -1);
+            evicted.push(number);
         }
-        (s, closing)
     }
 
     /// The named features as of the latest event-time day (all zero before any event).
@@ -282,13 +438,43 @@ impl CustomerWindow {
             return FeatureValues::default();
         }
         let as_of = self.latest;
-        let (sums, closing_30) = self.sums(as_of);
+        let sums = self.sums.unwrap_or_else(|| self.sums_by_pass());
+        let last_30 = sums.last_30;
+
+        // The closing balances of each of the 30 days ending with `as_of` (oldest
+        // first, carried forward over days without activity; `None` before the first
+        // known day), and the lowest intraday balance of the last 7 days.
+        let mut closing_30 = [None; 30];
+        let mut carried_in = None;
+        let mut min_balance_7: Option<i64> = None;
+        for key in self.ring.keys.iter().rev() {
+            let age = as_of - key.number;
+            if age >= 30 {
+                // The newest day before the 30-day window carries into it.
+                carried_in = Some(key.closing);
+                break;
+            }
+            if age < 0 {
+                continue;
+            }
+            closing_30[(29 - age) as usize] = Some(key.closing);
+            if age < 7 {
+                min_balance_7 = Some(min_balance_7.map_or(key.low, |m| m.min(key.low)));
+            }
+        }
+        let mut carried = carried_in;
+        for slot in &mut closing_30 {
+            match slot {
+                Some(balance) => carried = Some(*balance),
+                None => *slot = carried,
+            }
+        }
         let closing_7 = &closing_30[23..];
 
         let salary_days_late = i64::from(match self.salaries.last() {
             Some(s) => as_of - day_number(s.day) - SALARY_CYCLE_DAYS as i32,
             None => {
-                let first = self.days.front().map_or(as_of, |b| b.number);
+                let first = self.ring.keys.front().map_or(as_of, |k| k.number);
                 as_of - first + 1 - SALARY_CYCLE_DAYS as i32
             }
         })
@@ -303,7 +489,7 @@ impl CustomerWindow {
 
         // Lowest balance over 7 days: intraday minima, and carried balances on quiet days.
         let balance_min_7d =
-            sums.min_balance_7.into_iter().chain(closing_7.iter().flatten().copied()).min().map_or(0.0, major);
+            min_balance_7.into_iter().chain(closing_7.iter().flatten().copied()).min().map_or(0.0, major);
 
         let mut points = [(0.0, 0.0); 30];
         let mut n = 0;
@@ -316,7 +502,7 @@ impl CustomerWindow {
         let balance_trend_30d = slope(&points[..n]);
         let days_overdrawn_30d = closing_30.iter().flatten().filter(|b| **b < 0).count() as f64;
 
-        let (inflow, outflow) = (sums.inflow_30, sums.outflow_30);
+        let (inflow, outflow) = (last_30.inflow, last_30.outflow);
         let share = |part: i64| {
             if outflow > 0 {
                 part as f64 / outflow as f64
@@ -324,7 +510,7 @@ impl CustomerWindow {
                 0.0
             }
         };
-        let (discretionary, discretionary_before) = (sums.discretionary_30, sums.discretionary_previous_30);
+        let (discretionary, discretionary_before) = (last_30.discretionary, sums.discretionary_previous_30);
 
         FeatureValues {
             salary_days_late: salary_days_late as f64,
@@ -332,12 +518,12 @@ impl CustomerWindow {
             balance_min_7d,
             balance_trend_30d,
             days_overdrawn_30d,
-            failed_debits_30d: sums.failed_debits_30 as f64,
+            failed_debits_30d: last_30.failed_debits as f64,
             missed_repayments_90d: sums.missed_repayments_90 as f64,
-            overdraft_fees_30d: sums.overdraft_fees_30 as f64,
-            atm_cash_share_30d: share(sums.atm_30),
-            gambling_share_30d: share(sums.gambling_30),
-            bnpl_count_30d: sums.bnpl_30 as f64,
+            overdraft_fees_30d: last_30.overdraft_fees as f64,
+            atm_cash_share_30d: share(last_30.atm),
+            gambling_share_30d: share(last_30.gambling),
+            bnpl_count_30d: last_30.bnpl as f64,
             spend_to_income_30d: (outflow as f64 / inflow.max(RATIO_FLOOR_MINOR) as f64).min(10.0),
             discretionary_spend_change: ((discretionary - discretionary_before) as f64
                 / discretionary_before.max(RATIO_FLOOR_MINOR) as f64)
@@ -360,7 +546,7 @@ impl CustomerWindow {
             as_of: event_time.date_naive(),
             features: self.features(),
             days: self.days().cloned().collect(),
-            salaries: self.salaries.clone(),
+            salaries: self.salaries.to_vec(),
             last_score: self.last_score,
         })
     }
@@ -374,66 +560,38 @@ impl CustomerWindow {
 
     /// Folds a `customer_id` changelog record into the window: its customer-wide state
     /// (latest event time, salaries, last score) replaces the window's, since a later
-    /// record is newer, and the buckets it holds (none in the per-day format) replace
-    /// those of the same days. Days out of the ring are dropped.
+    /// record is newer, and the buckets it holds replace those of the same days. Days
+    /// out of the ring are dropped.
     pub fn merge_record(&mut self, record: &CustomerFeatures) {
         for bucket in &record.days {
             self.merge_day(bucket.clone());
         }
         self.latest_event_time = Some(record.event_time);
         self.latest = day_number(record.event_time.date_naive());
-        self.salaries.clone_from(&record.salaries);
+        self.salaries = record.salaries.iter().copied().collect();
         self.last_score = record.last_score;
-        self.roll(&mut Vec::new());
+        // The sums are summed again when next needed.
+        self.roll(&mut Sums::default(), &mut Vec::new());
+        self.sums = None;
     }
 
     /// Folds a day's bucket from the changelog into the window, replacing that day's.
     pub fn merge_day(&mut self, bucket: DayBucket) {
         let number = day_number(bucket.day);
-        match self.days.binary_search_by_key(&number, |b| b.number) {
-            Ok(i) => self.days[i].data = bucket,
-            Err(i) => self.days.insert(i, Bucket { number, data: bucket }),
+        match self.ring.find(number) {
+            Ok(i) => self.ring.replace(i, bucket),
+            Err(i) => self.ring.insert(i, number, bucket),
         }
+        self.sums = None;
     }
 
     /// Forgets the bucket of day number `number` (its changelog tombstone).
     pub fn remove_day(&mut self, number: i32) {
-        if let Ok(i) = self.days.binary_search_by_key(&number, |b| b.number) {
-            self.days.remove(i);
+        if let Ok(i) = self.ring.find(number) {
+            self.ring.remove(i);
+            self.sums = None;
         }
     }
-}
-
-impl Bucket {
-    fn new(number: i32, day: NaiveDate, p: &Posting) -> Self {
-        Bucket {
-            number,
-            data: DayBucket {
-                day,
-                closing_balance_minor: p.balance_after_minor,
-                closing_time: p.event_time,
-                min_balance_minor: p.balance_after_minor,
-                ..Default::default()
-            },
-        }
-    }
-}
-
-/// Sums over the windows ending with the customer's latest day (money in minor units).
-#[derive(Debug, Default)]
-struct Sums {
-    inflow_30: i64,
-    outflow_30: i64,
-    discretionary_30: i64,
-    discretionary_previous_30: i64,
-    atm_30: i64,
-    gambling_30: i64,
-    failed_debits_30: i64,
-    overdraft_fees_30: i64,
-    bnpl_30: i64,
-    missed_repayments_90: i64,
-    txn_count_7: i64,
-    min_balance_7: Option<i64>,
 }
 
 /// Least-squares slope of y over x; 0 with fewer than two distinct x.
@@ -450,5 +608,112 @@ fn slope(points: &[(f64, f64)]) -> f64 {
         0.0
     } else {
         sxy / sxx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use producer::simulator::{SimConfig, SimEvent, Simulator};
+
+    /// Simulated customers' transactions over `days`, with quiet spells of 30, 70 and
+    /// 100 days (so days jump across every window edge at once, and the whole ring
+    /// falls out) and every 7th event held back up to 20 hours (late, but within a day).
+    fn history(days: u32) -> Vec<TransactionEvent> {
+        let start = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let mut sim = Simulator::new(SimConfig { customers: 8, seed: 11, start });
+        let quiet = |customer: &str, day: i64| {
+            let spell = match customer.bytes().last().unwrap() % 4 {
+                0 => 20..50,
+                1 => 60..130,
+                2 => 40..140,
+                _ => 0..0,
+            };
+            spell.contains(&day)
+        };
+        let mut events: Vec<_> = sim
+            .run(days)
+            .into_iter()
+            .filter_map(|e| match e {
+                SimEvent::Transaction(t) => Some(t),
+                SimEvent::Outcome(_) => None,
+            })
+            .filter(|t| !quiet(&t.customer_id, (t.event_time.date_naive() - start).num_days()))
+            .collect();
+        for i in (0..events.len()).step_by(7) {
+            let held = events[i].clone();
+            let to = events[i..].iter().position(|e| e.event_time > held.event_time + TimeDelta::hours(20));
+            if let Some(to) = to {
+                events.remove(i);
+                events.insert(i + to - 1, held);
+            }
+        }
+        events
+    }
+
+    /// The sums the features are made of, summed over the buckets by their age, the
+    /// way the formulas in docs/features.md state them.
+    fn by_definition(w: &CustomerWindow) -> [f64; 9] {
+        let as_of = day_number(w.latest_day().unwrap());
+        let sum = |range: std::ops::Range<i32>, field: fn(&DayBucket) -> i64| -> f64 {
+            w.days().filter(|b| range.contains(&(as_of - day_number(b.day)))).map(field).sum::<i64>() as f64
+        };
+        [
+            sum(0..30, |b| b.inflow_minor) / 100.0,
+            sum(0..30, |b| b.outflow_minor) / 100.0,
+            sum(0..30, |b| b.failed_debits.into()),
+            sum(0..90, |b| b.missed_repayments.into()),
+            sum(0..30, |b| b.overdraft_fees.into()),
+            sum(0..30, |b| b.bnpl_count.into()),
+            sum(0..7, |b| b.txn_count.into()),
+            sum(0..30, |b| b.discretionary_minor),
+            sum(30..60, |b| b.discretionary_minor),
+        ]
+    }
+
+    fn reported(w: &CustomerWindow) -> [f64; 7] {
+        let f = w.features();
+        [
+            f.inflow_30d,
+            f.outflow_30d,
+            f.failed_debits_30d,
+            f.missed_repayments_90d,
+            f.overdraft_fees_30d,
+            f.bnpl_count_30d,
+            f.txn_count_7d,
+        ]
+    }
+
+    #[test]
+    fn running_sums_equal_the_sums_by_definition_after_every_event_and_restore() {
+        let events = history(200);
+        let mut windows: std::collections::HashMap<String, CustomerWindow> = Default::default();
+        let (mut late, mut restored, mut evicted) = (0, 0, Vec::new());
+        for (i, e) in events.iter().enumerate() {
+            let w = windows.entry(e.customer_id.clone()).or_default();
+            if let Applied::Late { .. } = w.apply_posting(&Posting::from(e), TimeDelta::days(1), &mut evicted) {
+                late += 1;
+                continue;
+            }
+            assert_eq!(w.sums, Some(w.sums_by_pass()), "event {i}");
+            let expected = by_definition(w);
+            assert_eq!(reported(w), expected[..7], "event {i}");
+            let (disc, before) = (expected[7], expected[8]);
+            let change = ((disc - before) / before.max(RATIO_FLOOR_MINOR as f64)).clamp(-1.0, 5.0);
+            assert_eq!(w.features().discretionary_spend_change, change, "event {i}");
+            // Now and then the window goes through its changelog record and goes on
+            // from there, with its sums summed again.
+            if i % 37 == 0 {
+                let record = w.to_record(&e.customer_id, e.event_id).unwrap();
+                let back = CustomerWindow::from_record(&record);
+                assert_eq!(back.sums, None);
+                assert_eq!(back.features(), w.features());
+                *w = back;
+                restored += 1;
+            }
+        }
+        assert_eq!(late, 0, "held-back events are within the allowed lateness");
+        assert!(restored > 20);
+        assert!(evicted.len() > 400, "days left the ring: {}", evicted.len());
     }
 }
