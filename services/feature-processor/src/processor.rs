@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use compact_str::CompactString;
 use hashbrown::HashMap;
 use serde::Deserialize;
 use smallvec::SmallVec;
@@ -190,8 +191,9 @@ struct Customer {
 /// One input partition's customers, and the customers touched since the last write.
 #[derive(Debug, Default)]
 struct PartitionState {
-    customers: HashMap<String, Customer>,
-    dirty: Vec<String>,
+    /// By customer id, kept inline (ids are short): comparing a key reads no other memory.
+    customers: HashMap<CompactString, Customer>,
+    dirty: Vec<CompactString>,
 }
 
 /// Customers' windows by input partition, the model, and what changed since the
@@ -246,7 +248,7 @@ impl Core {
 
     fn apply_view(&mut self, partition: i32, event: &TransactionView<'_>) -> Result<Processed, Rejected> {
         let state = self.partitions.entry(partition).or_default();
-        let customer = state.customers.entry_ref(event.customer_id.as_ref()).or_default();
+        let customer = state.customers.entry(CompactString::from(event.customer_id.as_ref())).or_default();
         let evicted_before = customer.evicted.len();
         let new_day = match customer.window.apply_posting(
             &event.posting(),
@@ -269,7 +271,7 @@ impl Core {
         let day = event.event_time.date_naive();
         let number = day_number(day);
         if customer.last_event.is_none() {
-            state.dirty.push(event.customer_id.clone().into_owned());
+            state.dirty.push(CompactString::from(event.customer_id.as_ref()));
         }
         customer.last_event = Some(event.event_id);
         // Most events land on the day changed last.
@@ -354,7 +356,12 @@ impl Core {
                 let id = changelog::customer_record_id(last_event);
                 changelog::encode_customer(&mut payload, &customer_id, window, &window.features(), id);
                 customer.carried.push(latest_day);
-                write(ChangelogRecord { partition, key: customer_id, payload: Some(payload), timestamp_ms });
+                write(ChangelogRecord {
+                    partition,
+                    key: customer_id.into_string(),
+                    payload: Some(payload),
+                    timestamp_ms,
+                });
             }
         }
     }
@@ -381,7 +388,7 @@ impl Core {
             (Some(_), Some(payload)) => {
                 let record: CustomerDay = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
                 let state = self.partitions.entry(partition).or_default();
-                let customer = state.customers.entry_ref(record.customer_id.as_str()).or_default();
+                let customer = state.customers.entry(CompactString::from(record.customer_id.as_str())).or_default();
                 customer.window.merge_day(record.bucket);
             }
             (Some((customer_id, day)), None) => {
@@ -402,7 +409,7 @@ impl Core {
     /// Folds a `customer_id` changelog record into `partition`'s state.
     pub fn restore(&mut self, partition: i32, record: &CustomerFeatures) {
         let state = self.partitions.entry(partition).or_default();
-        let customer = state.customers.entry_ref(record.customer_id.as_str()).or_default();
+        let customer = state.customers.entry(CompactString::from(record.customer_id.as_str())).or_default();
         customer.window.merge_record(record);
         customer.carried.clear();
         customer.carried.extend(record.days.iter().map(|b| day_number(b.day)));

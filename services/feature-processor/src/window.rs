@@ -124,6 +124,20 @@ impl Ring {
         }
     }
 
+    /// The index of the first day at or after day `number`. Days are distinct and
+    /// increasing, so the day `d` places before the newest is at most `d` days before
+    /// it: the search starts there, which for a customer active every day is the answer.
+    fn first_at(&self, number: i32) -> usize {
+        let Some(newest) = self.keys.back().map(|k| k.number).filter(|n| *n >= number) else {
+            return self.keys.len();
+        };
+        let mut i = (self.keys.len() - 1).saturating_sub((newest - number) as usize);
+        while self.keys[i].number < number {
+            i += 1;
+        }
+        i
+    }
+
     fn insert(&mut self, at: usize, number: i32, bucket: DayBucket) {
         self.keys.insert(at, DayKey::of(number, &bucket));
         self.data.insert(at, bucket);
@@ -398,13 +412,12 @@ impl CustomerWindow {
             return sums;
         }
         let keys = &self.ring.keys;
-        let first_at = |number: i32| keys.partition_point(|k| k.number < number);
         // Buckets already moved: one that crossed several edges moves once, at the oldest.
         let mut done = 0;
         for edge in [60, 30, 7] {
             // Crossed `edge`: previous − n < edge ≤ latest − n.
-            let to = first_at(self.latest - edge + 1);
-            let from = first_at(previous - edge + 1).max(done).min(to);
+            let to = self.ring.first_at(self.latest - edge + 1);
+            let from = self.ring.first_at(previous - edge + 1).max(done).min(to);
             for (key, bucket) in keys.range(from..to).zip(self.ring.data.range(from..to)) {
                 let n = key.number;
                 sums.age(class(previous - n), class(self.latest - n), &Totals::of(bucket));
@@ -682,6 +695,21 @@ mod tests {
             f.bnpl_count_30d,
             f.txn_count_7d,
         ]
+    }
+
+    #[test]
+    fn first_at_finds_the_first_day_at_or_after_a_day_in_sparse_rings() {
+        let mut ring = Ring::default();
+        let bucket = DayBucket { day: NaiveDate::MIN, ..Default::default() };
+        assert_eq!(ring.first_at(5), 0);
+        // Days 100..190 with every third, and a run of ten, missing.
+        for number in (100..190).filter(|n| n % 3 != 0 && !(140..150).contains(n)) {
+            ring.insert(ring.keys.len(), number, bucket.clone());
+        }
+        for number in 90..200 {
+            let expected = ring.keys.partition_point(|k| k.number < number);
+            assert_eq!(ring.first_at(number), expected, "day {number}");
+        }
     }
 
     #[test]
