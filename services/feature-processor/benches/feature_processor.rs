@@ -36,7 +36,7 @@ use feature_processor::model_watch::ModelHandle;
 use feature_processor::processor::{decode, Core, CoreConfig};
 use feature_processor::settings::{FeatureProcessorSettings, BUILT_IN_MODEL};
 use feature_processor::stream;
-use producer::simulator::{SimConfig, SimEvent, Simulator};
+use producer::simulator::{SimConfig, Simulator};
 
 fn env_u32(name: &str, default: u32) -> u32 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -50,13 +50,7 @@ fn model() -> RiskModel {
 fn input(customers: u32, days: u32) -> Vec<(String, Vec<u8>)> {
     let mut sim =
         Simulator::new(SimConfig { customers, seed: 42, start: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() });
-    sim.run(days)
-        .iter()
-        .filter_map(|e| match e {
-            SimEvent::Transaction(t) => Some((t.customer_id.clone(), serde_json::to_vec(t).unwrap())),
-            SimEvent::Outcome(_) => None,
-        })
-        .collect()
+    sim.run_transactions(days).iter().map(|t| (t.customer_id.clone(), serde_json::to_vec(t).unwrap())).collect()
 }
 
 /// The core over `records`, encoding the changelog every `changelog_every` records

@@ -463,26 +463,9 @@ mod tests {
     /// Simulated customers over more days than the ring holds, with some events arriving
     /// late (within the allowed lateness) so that earlier days change again.
     fn history(customers: u32, days: u32) -> Vec<TransactionEvent> {
-        use producer::simulator::{SimConfig, SimEvent, Simulator};
-        let start = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
-        let mut sim = Simulator::new(SimConfig { customers, seed: 3, start });
-        let mut events: Vec<_> = sim
-            .run(days)
-            .into_iter()
-            .filter_map(|e| match e {
-                SimEvent::Transaction(t) => Some(t),
-                SimEvent::Outcome(_) => None,
-            })
-            .collect();
+        let mut events = crate::window::testing::simulated(customers, 3, days);
         // Hold back every 10th event by 20 hours (still within a day's lateness).
-        for i in (0..events.len()).step_by(10) {
-            let held = events[i].clone();
-            let to = events[i..].iter().position(|e| e.event_time > held.event_time + TimeDelta::hours(20));
-            if let Some(to) = to {
-                events.remove(i);
-                events.insert(i + to - 1, held);
-            }
-        }
+        crate::window::testing::hold_back(&mut events, 10);
         events
     }
 

@@ -114,13 +114,12 @@ struct Ring {
 }
 
 impl Ring {
-    /// Where day `number` is (`Ok`) or would go (`Err`); the latest day is checked first.
+    /// Where day `number` is (`Ok`) or would go (`Err`).
     fn find(&self, number: i32) -> Result<usize, usize> {
-        match self.keys.back() {
-            Some(k) if k.number == number => Ok(self.keys.len() - 1),
-            Some(k) if k.number < number => Err(self.keys.len()),
-            None => Err(0),
-            _ => self.keys.binary_search_by_key(&number, |k| k.number),
+        let at = self.first_at(number);
+        match self.keys.get(at) {
+            Some(k) if k.number == number => Ok(at),
+            _ => Err(at),
         }
     }
 
@@ -624,17 +623,43 @@ fn slope(points: &[(f64, f64)]) -> f64 {
     }
 }
 
+/// Simulated histories for the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use chrono::{NaiveDate, TimeDelta};
+    use eventpipe_common::events::TransactionEvent;
+    use producer::simulator::{SimConfig, Simulator};
+
+    /// The first simulated day.
+    pub const START: NaiveDate = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+
+    /// The transactions of `customers` simulated customers over `days`.
+    pub fn simulated(customers: u32, seed: u64, days: u32) -> Vec<TransactionEvent> {
+        Simulator::new(SimConfig { customers, seed, start: START }).run_transactions(days)
+    }
+
+    /// Holds back every `every`th event by up to 20 hours (still within a day's
+    /// lateness): it moves to just before the first event 20 hours after it.
+    pub fn hold_back(events: &mut Vec<TransactionEvent>, every: usize) {
+        for i in (0..events.len()).step_by(every) {
+            let held = events[i].clone();
+            let to = events[i..].iter().position(|e| e.event_time > held.event_time + TimeDelta::hours(20));
+            if let Some(to) = to {
+                events.remove(i);
+                events.insert(i + to - 1, held);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use producer::simulator::{SimConfig, SimEvent, Simulator};
 
     /// Simulated customers' transactions over `days`, with quiet spells of 30, 70 and
     /// 100 days (so days jump across every window edge at once, and the whole ring
     /// falls out) and every 7th event held back up to 20 hours (late, but within a day).
     fn history(days: u32) -> Vec<TransactionEvent> {
-        let start = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
-        let mut sim = Simulator::new(SimConfig { customers: 8, seed: 11, start });
         let quiet = |customer: &str, day: i64| {
             let spell = match customer.bytes().last().unwrap() % 4 {
                 0 => 20..50,
@@ -644,23 +669,9 @@ mod tests {
             };
             spell.contains(&day)
         };
-        let mut events: Vec<_> = sim
-            .run(days)
-            .into_iter()
-            .filter_map(|e| match e {
-                SimEvent::Transaction(t) => Some(t),
-                SimEvent::Outcome(_) => None,
-            })
-            .filter(|t| !quiet(&t.customer_id, (t.event_time.date_naive() - start).num_days()))
-            .collect();
-        for i in (0..events.len()).step_by(7) {
-            let held = events[i].clone();
-            let to = events[i..].iter().position(|e| e.event_time > held.event_time + TimeDelta::hours(20));
-            if let Some(to) = to {
-                events.remove(i);
-                events.insert(i + to - 1, held);
-            }
-        }
+        let mut events = testing::simulated(8, 11, days);
+        events.retain(|t| !quiet(&t.customer_id, (t.event_time.date_naive() - testing::START).num_days()));
+        testing::hold_back(&mut events, 7);
         events
     }
 

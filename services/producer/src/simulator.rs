@@ -117,6 +117,18 @@ impl Simulator {
         events
     }
 
+    /// Simulates the next `days` days and returns their transactions only (the
+    /// ground-truth outcomes left out), day after day.
+    pub fn run_transactions(&mut self, days: u32) -> Vec<TransactionEvent> {
+        self.run(days)
+            .into_iter()
+            .filter_map(|e| match e {
+                SimEvent::Transaction(t) => Some(t),
+                SimEvent::Outcome(_) => None,
+            })
+            .collect()
+    }
+
     /// Simulates the next day for every customer and appends its events to `out`:
     /// customer by customer, each customer's events in time order.
     pub fn next_day(&mut self, out: &mut Vec<SimEvent>) {

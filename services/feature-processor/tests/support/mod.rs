@@ -26,7 +26,7 @@ use feature_processor::model_watch::ModelHandle;
 use feature_processor::processor::{Core, CoreConfig};
 use feature_processor::settings::{FeatureProcessorSettings, BUILT_IN_MODEL};
 use feature_processor::stream::{self, StreamError};
-use producer::simulator::{SimConfig, SimEvent, Simulator};
+use producer::simulator::{SimConfig, Simulator};
 
 pub fn built_in_model() -> RiskModel {
     serde_json::from_str(BUILT_IN_MODEL).unwrap()
@@ -98,14 +98,8 @@ pub fn start(settings: Settings, section: &FeatureProcessorSettings, model: Mode
 
 /// Simulated transactions (outcomes left out), in the order the producer sends them.
 pub fn simulated(customers: u32, days: u32, seed: u64) -> Vec<TransactionEvent> {
-    let mut sim = Simulator::new(SimConfig { customers, seed, start: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() });
-    sim.run(days)
-        .into_iter()
-        .filter_map(|e| match e {
-            SimEvent::Transaction(t) => Some(t),
-            SimEvent::Outcome(_) => None,
-        })
-        .collect()
+    let start = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+    Simulator::new(SimConfig { customers, seed, start }).run_transactions(days)
 }
 
 pub async fn send_raw(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
