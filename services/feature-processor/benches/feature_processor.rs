@@ -33,7 +33,7 @@ use eventpipe_common::stream::StageHandles;
 use eventpipe_common::topics::{resolve_topics, Topic};
 use feature_processor::model::RiskModel;
 use feature_processor::model_watch::ModelHandle;
-use feature_processor::processor::{decode, Core, CoreConfig};
+use feature_processor::processor::{decode, encode_score, Core, CoreConfig};
 use feature_processor::settings::{FeatureProcessorSettings, BUILT_IN_MODEL};
 use feature_processor::stream;
 use producer::simulator::{SimConfig, Simulator};
@@ -107,7 +107,7 @@ fn core_path_once(records: &[(String, Vec<u8>)], changelog_every: usize) -> (f64
         if let Ok(processed) = core.process(0, Some(key.as_bytes()), Some(payload)) {
             if let Some(score) = processed.score {
                 out.clear();
-                serde_json::to_writer(&mut out, &score).unwrap();
+                encode_score(&mut out, &score);
                 bytes += out.len();
                 scores += 1;
             }

@@ -22,11 +22,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use eventpipe_common::events::{
-    derived_event_id, CustomerFeatures, DayBucket, FeatureValues, LastScore, RiskBand, SalaryCredit, SCHEMA_VERSION,
-};
+use eventpipe_common::events::{derived_event_id, CustomerFeatures, DayBucket, FeatureValues, SCHEMA_VERSION};
 
-use crate::rfc3339::{Date, Timestamp};
+use crate::json::Object;
+use crate::rfc3339::Date;
 use crate::window::{date_of, day_number, CustomerWindow};
 
 /// The key of a customer's record for day number `day`: `customer_id/YYYY-MM-DD`.
@@ -63,123 +62,42 @@ pub struct CustomerDay {
     pub bucket: DayBucket,
 }
 
-/// Serializes exactly like [`CustomerDay`], from borrowed parts and without chrono's
-/// slow text formatting (a test checks the bytes are the same).
-#[derive(Serialize)]
-struct DayOut<'a> {
-    event_id: Uuid,
-    event_time: Timestamp,
-    schema_version: u32,
-    customer_id: &'a str,
-    bucket: BucketOut,
-}
-
-/// Serializes exactly like [`CustomerFeatures`] with no buckets.
-#[derive(Serialize)]
-struct CustomerOut<'a> {
-    event_id: Uuid,
-    event_time: Timestamp,
-    schema_version: u32,
-    customer_id: &'a str,
-    as_of: Date,
-    features: &'a FeatureValues,
-    days: Days<'a>,
-    salaries: Salaries<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_score: Option<LastScoreOut>,
-}
-
-fn is_zero_i64(v: &i64) -> bool {
-    *v == 0
-}
-
-fn is_zero_u32(v: &u32) -> bool {
-    *v == 0
-}
-
-#[derive(Serialize)]
-struct BucketOut {
-    day: Date,
-    closing_balance_minor: i64,
-    closing_time: Timestamp,
-    min_balance_minor: i64,
-    #[serde(skip_serializing_if = "is_zero_i64")]
-    inflow_minor: i64,
-    #[serde(skip_serializing_if = "is_zero_i64")]
-    outflow_minor: i64,
-    #[serde(skip_serializing_if = "is_zero_i64")]
-    discretionary_minor: i64,
-    #[serde(skip_serializing_if = "is_zero_i64")]
-    atm_minor: i64,
-    #[serde(skip_serializing_if = "is_zero_i64")]
-    gambling_minor: i64,
-    #[serde(skip_serializing_if = "is_zero_u32")]
-    txn_count: u32,
-    #[serde(skip_serializing_if = "is_zero_u32")]
-    failed_debits: u32,
-    #[serde(skip_serializing_if = "is_zero_u32")]
-    missed_repayments: u32,
-    #[serde(skip_serializing_if = "is_zero_u32")]
-    overdraft_fees: u32,
-    #[serde(skip_serializing_if = "is_zero_u32")]
-    bnpl_count: u32,
-}
-
-impl From<&DayBucket> for BucketOut {
-    fn from(b: &DayBucket) -> Self {
-        BucketOut {
-            day: Date(b.day),
-            closing_balance_minor: b.closing_balance_minor,
-            closing_time: Timestamp(b.closing_time),
-            min_balance_minor: b.min_balance_minor,
-            inflow_minor: b.inflow_minor,
-            outflow_minor: b.outflow_minor,
-            discretionary_minor: b.discretionary_minor,
-            atm_minor: b.atm_minor,
-            gambling_minor: b.gambling_minor,
-            txn_count: b.txn_count,
-            failed_debits: b.failed_debits,
-            missed_repayments: b.missed_repayments,
-            overdraft_fees: b.overdraft_fees,
-            bnpl_count: b.bnpl_count,
+/// A bucket's fields, in [`DayBucket`]'s order, zeros skipped as its serde does.
+fn write_bucket(o: &mut Object<'_>, b: &DayBucket) {
+    o.date("day", b.day);
+    o.i64("closing_balance_minor", b.closing_balance_minor);
+    o.timestamp("closing_time", b.closing_time);
+    o.i64("min_balance_minor", b.min_balance_minor);
+    for (name, v) in [
+        ("inflow_minor", b.inflow_minor),
+        ("outflow_minor", b.outflow_minor),
+        ("discretionary_minor", b.discretionary_minor),
+        ("atm_minor", b.atm_minor),
+        ("gambling_minor", b.gambling_minor),
+    ] {
+        if v != 0 {
+            o.i64(name, v);
+        }
+    }
+    for (name, v) in [
+        ("txn_count", b.txn_count),
+        ("failed_debits", b.failed_debits),
+        ("missed_repayments", b.missed_repayments),
+        ("overdraft_fees", b.overdraft_fees),
+        ("bnpl_count", b.bnpl_count),
+    ] {
+        if v != 0 {
+            o.u32(name, v);
         }
     }
 }
 
-#[derive(Serialize)]
-struct SalaryOut {
-    day: Date,
-    amount_minor: i64,
-}
-
-struct Salaries<'a>(&'a [SalaryCredit]);
-
-/// The buckets of a customer record: the latest day's.
-struct Days<'a>(Option<&'a DayBucket>);
-
-impl Serialize for Days<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.map(BucketOut::from))
-    }
-}
-
-impl Serialize for Salaries<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|s| SalaryOut { day: Date(s.day), amount_minor: s.amount_minor }))
-    }
-}
-
-#[derive(Serialize)]
-struct LastScoreOut {
-    score: f64,
-    band: RiskBand,
-    day: Date,
-}
-
-impl From<LastScore> for LastScoreOut {
-    fn from(s: LastScore) -> Self {
-        LastScoreOut { score: s.score, band: s.band, day: Date(s.day) }
-    }
+/// The fields every changelog record starts with.
+fn write_header(o: &mut Object<'_>, event_id: Uuid, event_time: DateTime<Utc>, customer_id: &str) {
+    o.uuid("event_id", event_id);
+    o.timestamp("event_time", event_time);
+    o.u32("schema_version", SCHEMA_VERSION);
+    o.str("customer_id", customer_id);
 }
 
 /// The id of a `customer_id` record: derived from the last event applied.
@@ -197,14 +115,10 @@ pub fn day_record_id(last_event: Uuid, day: i32) -> Uuid {
 pub fn encode_day(out: &mut Vec<u8>, customer_id: &str, window: &CustomerWindow, day: i32, event_id: Uuid) {
     let bucket = window.bucket(day).expect("a changed day has a bucket");
     let event_time = window.latest_event_time().expect("a changed window has an event");
-    let record = DayOut {
-        event_id,
-        event_time: Timestamp(event_time),
-        schema_version: SCHEMA_VERSION,
-        customer_id,
-        bucket: BucketOut::from(bucket),
-    };
-    serde_json::to_writer(out, &record).expect("a day record serializes");
+    let mut o = Object::new(out);
+    write_header(&mut o, event_id, event_time, customer_id);
+    o.object("bucket", |o| write_bucket(o, bucket));
+    o.end();
 }
 
 /// Appends the JSON of `window`'s `customer_id` record to `out`, with `features` as
@@ -217,18 +131,28 @@ pub fn encode_customer(
     event_id: Uuid,
 ) {
     let event_time = window.latest_event_time().expect("a changed window has an event");
-    let record = CustomerOut {
-        event_id,
-        event_time: Timestamp(event_time),
-        schema_version: SCHEMA_VERSION,
-        customer_id,
-        as_of: Date(event_time.date_naive()),
-        features,
-        days: Days(window.bucket(day_number(event_time.date_naive()))),
-        salaries: Salaries(window.salaries()),
-        last_score: window.last_score.map(LastScoreOut::from),
-    };
-    serde_json::to_writer(out, &record).expect("a customer record serializes");
+    let as_of = event_time.date_naive();
+    let mut o = Object::new(out);
+    write_header(&mut o, event_id, event_time, customer_id);
+    o.date("as_of", as_of);
+    o.object("features", |o| {
+        for (name, value) in FeatureValues::NAMES.into_iter().zip(features.values()) {
+            o.f64(name, value);
+        }
+    });
+    o.objects("days", window.bucket(day_number(as_of)), write_bucket);
+    o.objects("salaries", window.salaries(), |o, s| {
+        o.date("day", s.day);
+        o.i64("amount_minor", s.amount_minor);
+    });
+    if let Some(last) = window.last_score {
+        o.object("last_score", |o| {
+            o.f64("score", last.score);
+            o.serde("band", &last.band);
+            o.date("day", last.day);
+        });
+    }
+    o.end();
 }
 
 /// [`encode_day`]'s record as a value.
@@ -267,7 +191,7 @@ pub fn customer_record(
 mod tests {
     use super::*;
     use chrono::{NaiveDate, TimeDelta};
-    use eventpipe_common::events::{Channel, TransactionEvent, TransactionKind};
+    use eventpipe_common::events::{Channel, LastScore, RiskBand, TransactionEvent, TransactionKind};
 
     #[test]
     fn keys_carry_the_day_and_parse_back() {
@@ -309,14 +233,17 @@ mod tests {
             let day = day_number(event.event_time.date_naive());
             let features = window.features();
             let id = day_record_id(event.event_id, day);
-            let mut fast = Vec::new();
-            encode_day(&mut fast, "C1", &window, day, id);
-            let slow = serde_json::to_vec(&day_record("C1", &window, day, id).unwrap()).unwrap();
-            assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
-            let mut fast = Vec::new();
-            encode_customer(&mut fast, "C1", &window, &features, id);
-            let slow = serde_json::to_vec(&customer_record("C1", &window, &features, id).unwrap()).unwrap();
-            assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+            // The id is the one text field written from outside: escaped as serde_json does.
+            for customer in ["C1", "Ç \"1\"\t\\"] {
+                let mut fast = Vec::new();
+                encode_day(&mut fast, customer, &window, day, id);
+                let slow = serde_json::to_vec(&day_record(customer, &window, day, id).unwrap()).unwrap();
+                assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+                let mut fast = Vec::new();
+                encode_customer(&mut fast, customer, &window, &features, id);
+                let slow = serde_json::to_vec(&customer_record(customer, &window, &features, id).unwrap()).unwrap();
+                assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ use eventpipe_common::stream::check_keyed_event;
 pub use eventpipe_common::stream::Rejected;
 
 use crate::changelog::{self, CustomerDay};
+use crate::json::Object;
 use crate::model::{RiskModel, Scorer};
 use crate::window::{day_number, Applied, CustomerWindow, Posting};
 
@@ -56,6 +57,26 @@ impl Default for CoreConfig {
 pub struct Processed {
     /// A RiskScore, when one is due.
     pub score: Option<RiskScore>,
+}
+
+/// Appends the JSON of `score` to `out`: the bytes of `serde_json::to_vec(score)`, with
+/// its constant field names written unescaped (see [`crate::json`]).
+pub fn encode_score(out: &mut Vec<u8>, score: &RiskScore) {
+    let mut o = Object::new(out);
+    o.uuid("event_id", score.event_id);
+    o.timestamp("event_time", score.event_time);
+    o.u32("schema_version", score.schema_version);
+    o.str("customer_id", &score.customer_id);
+    o.f64("score", score.score);
+    o.serde("band", &score.band);
+    o.str("model_version", &score.model_version);
+    o.objects("top_factors", &score.top_factors, |o, f| {
+        o.str("feature", &f.feature);
+        o.f64("value", f.value);
+        o.f64("contribution", f.contribution);
+    });
+    o.uuid("trigger_event_id", score.trigger_event_id);
+    o.end();
 }
 
 /// Kinds that are scored as soon as they arrive.
@@ -467,6 +488,27 @@ mod tests {
         // Hold back every 10th event by 20 hours (still within a day's lateness).
         crate::window::testing::hold_back(&mut events, 10);
         events
+    }
+
+    #[test]
+    fn scores_encode_byte_for_byte_as_serde_json() {
+        let model = Arc::new(serde_json::from_str::<RiskModel>(crate::settings::BUILT_IN_MODEL).unwrap());
+        let mut core = Core::new(CoreConfig::default(), model);
+        let mut scores: Vec<RiskScore> = history(40, 90).iter().filter_map(|e| core.apply(0, e).ok()?.score).collect();
+        assert!(scores.len() > 100, "{} scores", scores.len());
+        // Text from outside (ids, model versions) is escaped; odd numbers keep serde_json's form.
+        let mut odd = scores[0].clone();
+        odd.customer_id = "C \"7\"\t\\ é".into();
+        odd.model_version = "v2\u{1}".into();
+        odd.score = 1e-300;
+        odd.top_factors[0].value = f64::NAN;
+        odd.top_factors[1].contribution = -1e300;
+        scores.push(odd);
+        for score in &scores {
+            let mut fast = Vec::new();
+            encode_score(&mut fast, score);
+            assert_eq!(String::from_utf8(fast).unwrap(), serde_json::to_string(score).unwrap());
+        }
     }
 
     /// Kafka's compaction: the latest record of each key, in offset order; with

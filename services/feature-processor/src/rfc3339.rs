@@ -112,20 +112,21 @@ impl Serialize for Date {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timestamp(pub DateTime<Utc>);
 
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+impl Timestamp {
+    /// The text, into `out`; `None` where chrono writes another shape (a leap second or
+    /// a far year).
+    pub fn text(self, out: &mut [u8; 30]) -> Option<&str> {
         let t = self.0.naive_utc();
         let nanos = t.nanosecond();
-        let mut out = [0u8; 30];
-        if nanos >= 1_000_000_000 || !write_date(&mut out, t.date()) {
-            return self.0.serialize(serializer); // leap second or a far year: chrono's way
+        if nanos >= 1_000_000_000 || !write_date(out, t.date()) {
+            return None;
         }
         out[10] = b'T';
-        push2(&mut out, 11, t.hour());
+        push2(out, 11, t.hour());
         out[13] = b':';
-        push2(&mut out, 14, t.minute());
+        push2(out, 14, t.minute());
         out[16] = b':';
-        push2(&mut out, 17, t.second());
+        push2(out, 17, t.second());
         let (mut len, fraction, width) = match nanos {
             0 => (19, 0, 0),
             n if n % 1_000_000 == 0 => (19, n / 1_000_000, 3),
@@ -142,7 +143,17 @@ impl Serialize for Timestamp {
             len += 1 + width;
         }
         out[len] = b'Z';
-        serializer.serialize_str(std::str::from_utf8(&out[..len + 1]).expect("ASCII"))
+        Some(std::str::from_utf8(&out[..len + 1]).expect("ASCII"))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buffer = [0u8; 30];
+        match self.text(&mut buffer) {
+            Some(text) => serializer.serialize_str(text),
+            None => self.0.serialize(serializer),
+        }
     }
 }
 

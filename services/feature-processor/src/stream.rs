@@ -8,7 +8,7 @@ use eventpipe_common::telemetry::trace_headers;
 use eventpipe_common::topics::Topic;
 
 use crate::model_watch::ModelHandle;
-use crate::processor::{Core, CoreConfig};
+use crate::processor::{encode_score, Core, CoreConfig};
 
 pub use eventpipe_common::stream::{Guarantee, StreamError};
 
@@ -34,11 +34,13 @@ impl StatefulProcessor for FeatureStage {
         }
         let processed = self.core.process(input.partition, input.key, input.payload)?;
         if let Some(score) = processed.score {
+            let mut payload = Vec::with_capacity(512);
+            encode_score(&mut payload, &score);
             out.push(Output {
                 topic: Topic::RiskScores,
                 partition: input.partition,
                 key: score.customer_id.clone(),
-                payload: Some(serde_json::to_vec(&score).expect("RiskScore serializes")),
+                payload: Some(payload),
                 timestamp_ms: score.event_time.timestamp_millis(),
                 headers: trace_headers(input.span),
             });
