@@ -21,14 +21,23 @@ pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5e1f_0a3c_8d2b_4c7e_9a61_
 
 /// A deterministic event id derived from the ids of the events that caused it, so a
 /// replay of the same input produces the same output ids (downstream can deduplicate).
+///
+/// It is `Uuid::new_v5(&EVENT_ID_NAMESPACE, name)` for `name` = `kind`, then each part
+/// after a 0 byte, hashed in place by the `sha1` crate: uuid's own SHA-1 is portable
+/// code, and the changelog derives an id for every record it writes.
 pub fn derived_event_id(kind: &str, parts: &[&[u8]]) -> Uuid {
-    let mut name = Vec::with_capacity(kind.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
-    name.extend_from_slice(kind.as_bytes());
+    use sha1::{Digest, Sha1};
+    let mut hasher = Sha1::new();
+    hasher.update(EVENT_ID_NAMESPACE.as_bytes());
+    hasher.update(kind.as_bytes());
     for part in parts {
-        name.push(0);
-        name.extend_from_slice(part);
+        hasher.update([0]);
+        hasher.update(part);
     }
-    Uuid::new_v5(&EVENT_ID_NAMESPACE, &name)
+    let hash = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
 }
 
 /// What happened on a customer's current account.
@@ -477,6 +486,34 @@ mod tests {
         // The separator keeps ("ab","c") and ("a","bc") apart.
         assert_ne!(derived_event_id("k", &[b"ab", b"c"]), derived_event_id("k", &[b"a", b"bc"]));
         assert_eq!(a.get_version_num(), 5);
+    }
+
+    #[test]
+    fn derived_ids_are_the_v5_uuids_of_the_joined_name() {
+        let event = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let long = [7u8; 200]; // names longer than one SHA-1 block
+        let day = 20_454i32.to_be_bytes();
+        let cases: [(&str, Vec<&[u8]>); 5] = [
+            ("risk-score", vec![event.as_bytes()]),
+            ("customer-features", vec![event.as_bytes(), &day]),
+            ("", vec![]),
+            ("k", vec![b"", b"\0"]),
+            ("intervention", vec![&long, b"rule"]),
+        ];
+        for (kind, parts) in cases {
+            let mut name = kind.as_bytes().to_vec();
+            for part in &parts {
+                name.push(0);
+                name.extend_from_slice(part);
+            }
+            assert_eq!(derived_event_id(kind, &parts), Uuid::new_v5(&EVENT_ID_NAMESPACE, &name), "{kind}");
+        }
+        // Pinned (Python: uuid.UUID(bytes=sha1(namespace + name).digest()[:16], version=5)),
+        // so a change of hashing cannot slip through as "still a v5".
+        assert_eq!(
+            derived_event_id("risk-score", &[event.as_bytes()]).to_string(),
+            "49526ffe-4de8-5fc5-a935-a5ee0f60bb07"
+        );
     }
 
     #[test]
