@@ -4,6 +4,7 @@
 //! loop around it ([`stream`]).
 
 pub mod changelog;
+mod fast_decode;
 mod json;
 pub mod model;
 pub mod model_watch;

@@ -151,7 +151,10 @@ pub fn decode<'a>(key: Option<&[u8]>, payload: Option<&'a [u8]>) -> Result<Trans
     // Checking the UTF-8 of the whole payload at once is cheaper than serde_json
     // checking each string; invalid UTF-8 goes the slice way, for serde_json's error.
     let parsed = match std::str::from_utf8(payload) {
-        Ok(text) => serde_json::from_str::<TransactionView<'a>>(text),
+        Ok(text) => match crate::fast_decode::decode(text) {
+            Some(view) => Ok(view),
+            None => serde_json::from_str::<TransactionView<'a>>(text),
+        },
         Err(_) => serde_json::from_slice(payload),
     };
     let event = parsed.map_err(|e| classify(payload, e))?;
