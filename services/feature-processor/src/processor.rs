@@ -150,6 +150,7 @@ pub fn decode<'a>(key: Option<&[u8]>, payload: Option<&'a [u8]>) -> Result<Trans
     let payload = payload.ok_or_else(|| Rejected::new(reasons::MALFORMED, "record has no payload"))?;
     // Checking the UTF-8 of the whole payload at once is cheaper than serde_json
     // checking each string; invalid UTF-8 goes the slice way, for serde_json's error.
+    // The producer's own shape is read by the fast path; serde_json decides the rest.
     let parsed = match std::str::from_utf8(payload) {
         Ok(text) => match crate::fast_decode::decode(text) {
             Some(view) => Ok(view),

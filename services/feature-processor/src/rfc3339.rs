@@ -5,13 +5,13 @@
 //! cost more than the rest of decoding a transaction. The common shapes —
 //! `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z` in, the same as chrono writes it out — are handled
 //! here; anything else (offsets, lowercase, leap seconds, years outside 0..=9999) goes
-//! to chrono, so the results are always exactly chrono's (tests compare both).
+//! to chrono (the `text` functions return `None` for the caller to ask chrono), so the
+//! results are always exactly chrono's (tests compare both).
 
 use std::fmt;
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Timelike, Utc};
 use serde::de::{self, Deserializer, Visitor};
-use serde::ser::{Serialize, Serializer};
 
 fn digits(bytes: &[u8]) -> Option<u32> {
     bytes.iter().try_fold(0u32, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0')))
@@ -87,7 +87,7 @@ fn write_date(out: &mut [u8], date: NaiveDate) -> bool {
     true
 }
 
-/// A date serialized as chrono does (`YYYY-MM-DD`), without going through `Debug`.
+/// A date written as chrono writes it (`YYYY-MM-DD`), without going through `Debug`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Date(pub NaiveDate);
 
@@ -98,17 +98,7 @@ impl Date {
     }
 }
 
-impl Serialize for Date {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut buffer = [0u8; 10];
-        match self.text(&mut buffer) {
-            Some(text) => serializer.serialize_str(text),
-            None => self.0.serialize(serializer),
-        }
-    }
-}
-
-/// A UTC timestamp serialized as chrono does (RFC 3339, `Z`, 0/3/6/9 fraction digits).
+/// A UTC timestamp written as chrono writes it (RFC 3339, `Z`, 0/3/6/9 fraction digits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timestamp(pub DateTime<Utc>);
 
@@ -144,16 +134,6 @@ impl Timestamp {
         }
         out[len] = b'Z';
         Some(std::str::from_utf8(&out[..len + 1]).expect("ASCII"))
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut buffer = [0u8; 30];
-        match self.text(&mut buffer) {
-            Some(text) => serializer.serialize_str(text),
-            None => self.0.serialize(serializer),
-        }
     }
 }
 
@@ -218,10 +198,29 @@ mod tests {
         times.push(leap.and_utc());
         times.push(NaiveDate::from_ymd_opt(-5, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc());
         times.push(NaiveDate::from_ymd_opt(10_000, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc());
-        for t in times {
-            assert_eq!(serde_json::to_string(&Timestamp(t)).unwrap(), serde_json::to_string(&t).unwrap(), "{t:?}");
-            let d = t.date_naive();
-            assert_eq!(serde_json::to_string(&Date(d)).unwrap(), serde_json::to_string(&d).unwrap(), "{d:?}");
+        // chrono's text, as its serde writes it.
+        fn chrono_text<T: serde::Serialize>(value: &T) -> String {
+            serde_json::to_value(value).unwrap().as_str().unwrap().to_owned()
         }
+        let mut left_to_chrono = 0;
+        for t in times {
+            let d = t.date_naive();
+            let far = !(0..=9999).contains(&d.year());
+            let mut buffer = [0u8; 30];
+            match Timestamp(t).text(&mut buffer) {
+                Some(text) => assert_eq!(text, chrono_text(&t), "{t:?}"),
+                None => {
+                    assert!(far || t.nanosecond() >= 1_000_000_000, "{t:?} left to chrono");
+                    left_to_chrono += 1;
+                }
+            }
+            let mut buffer = [0u8; 10];
+            match Date(d).text(&mut buffer) {
+                Some(text) => assert_eq!(text, chrono_text(&d), "{d:?}"),
+                None => assert!(far, "{d:?} left to chrono"),
+            }
+        }
+        // MIN_UTC, MAX_UTC, the leap second and the two far years.
+        assert_eq!(left_to_chrono, 5);
     }
 }
