@@ -315,7 +315,11 @@ impl<P: StatefulProcessor> Loop<P> {
         self.batch.offsets.insert(message.partition(), message.offset() + 1);
 
         let span = tracing::info_span!("process", partition = message.partition(), offset = message.offset());
-        continue_trace(&span, message.headers());
+        // Reading the headers makes librdkafka parse them: only worth it when the span
+        // is recorded (a disabled span has no parent to set, nor context to pass on).
+        if !span.is_disabled() {
+            continue_trace(&span, message.headers());
+        }
         let input = Input {
             partition: message.partition(),
             offset: message.offset(),
