@@ -13,13 +13,13 @@
 //! partition is restored again and the consumer rewinds to the committed offsets, as
 //! Kafka Streams does with a task closed dirty.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use serde::Deserialize;
@@ -30,7 +30,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterWriter};
 use crate::http::Readiness;
 use crate::kafka::send_waiting;
 use crate::stats::StageMetrics;
-use crate::telemetry::{append_headers, continue_trace};
+use crate::telemetry::{append_headers, continue_trace, TRACEPARENT};
 use crate::topics::Topic;
 
 /// Processing guarantee of a stateful stage (`processing_guarantee` in its section).
@@ -209,6 +209,44 @@ struct Batch {
     /// Delivery reports to wait for (at-least-once only).
     deliveries: Vec<DeliveryFuture>,
     started: Option<Instant>,
+    /// The batch's processing spans, one per incoming `traceparent` (empty key: records
+    /// without one), with the records each covered; they close when the batch ends.
+    spans: HashMap<Vec<u8>, (tracing::Span, u64)>,
+}
+
+impl Batch {
+    /// The processing span for `message`: a child of the trace its `traceparent` header
+    /// carries, shared by the batch's records from that trace.
+    ///
+    /// A producer stamps one trace context on a whole chunk of records, and a span per
+    /// record cost more than processing the record (≈ 2 µs with the OpenTelemetry layer,
+    /// against ≈ 1.5 µs for the feature-processor's core); per batch and trace, each
+    /// output still continues its input's trace.
+    fn span(&mut self, message: &BorrowedMessage<'_>) -> &tracing::Span {
+        let headers = message.headers();
+        let parent = headers.and_then(|h| h.iter().find(|h| h.key == TRACEPARENT)).and_then(|h| h.value);
+        let key = parent.unwrap_or_default();
+        if !self.spans.contains_key(key) {
+            let span = tracing::info_span!(
+                "process",
+                partition = message.partition(),
+                offset = message.offset(),
+                records = tracing::field::Empty
+            );
+            continue_trace(&span, headers);
+            self.spans.insert(key.to_vec(), (span, 0));
+        }
+        let (span, records) = self.spans.get_mut(key).expect("inserted above");
+        *records += 1;
+        span
+    }
+
+    /// Closes the spans, each with the number of records it covered.
+    fn close_spans(&mut self) {
+        for (_, (span, records)) in self.spans.drain() {
+            span.record("records", records);
+        }
+    }
 }
 
 struct StageContext<P> {
@@ -314,12 +352,7 @@ impl<P: StatefulProcessor> Loop<P> {
         self.metrics.record_consumed(1);
         self.batch.offsets.insert(message.partition(), message.offset() + 1);
 
-        let span = tracing::info_span!("process", partition = message.partition(), offset = message.offset());
-        // Reading the headers makes librdkafka parse them: only worth it when the span
-        // is recorded (a disabled span has no parent to set, nor context to pass on).
-        if !span.is_disabled() {
-            continue_trace(&span, message.headers());
-        }
+        let span = self.batch.span(message).clone();
         let input = Input {
             partition: message.partition(),
             offset: message.offset(),
@@ -415,6 +448,7 @@ impl<P: StatefulProcessor> Loop<P> {
         self.metrics.record_produced(self.batch.produced);
         let now = Instant::now();
         self.metrics.record_latencies(self.batch.received.drain(..).map(|r| now - r));
+        self.batch.close_spans();
         self.batch = Batch::default();
         Ok(())
     }
@@ -437,6 +471,7 @@ impl<P: StatefulProcessor> Loop<P> {
                 return;
             }
         }
+        self.batch.close_spans();
         self.batch = Batch::default();
         self.outputs.clear();
         self.processor.abort_batch();

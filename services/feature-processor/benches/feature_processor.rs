@@ -6,7 +6,7 @@
 //! (b) the stage against a raw rdkafka pass-through (consume → produce the same bytes,
 //!     commit offsets) on the same broker and data in the same run, in at_least_once
 //!     and exactly_once modes (target ratio ≥ 0.8 for at_least_once), best of three
-//!     rounds each.
+//!     rounds each. The stage runs with the service's telemetry installed, as in a pod.
 //!
 //! Run: `cargo bench -p feature-processor --bench feature_processor`. The broker is the
 //! embedded mock unless EVENTPIPE_BENCH_BOOTSTRAP_SERVERS is set (the mock accepts
@@ -25,11 +25,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use eventpipe_common::broker::EmbeddedBroker;
-use eventpipe_common::config::{PipelineFile, RuntimeArgs, Settings};
+use eventpipe_common::config::{LogFormat, PipelineFile, RuntimeArgs, Settings};
 use eventpipe_common::http::Readiness;
 use eventpipe_common::kafka::{create_topics, send_waiting, KafkaSettings};
 use eventpipe_common::stats::StageMetrics;
 use eventpipe_common::stream::StageHandles;
+use eventpipe_common::telemetry;
 use eventpipe_common::topics::{resolve_topics, Topic};
 use feature_processor::model::RiskModel;
 use feature_processor::model_watch::ModelHandle;
@@ -304,5 +305,11 @@ fn main() {
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // The stage runs with the service's telemetry (the OpenTelemetry layer records its
+    // spans whatever the log level); logs below warnings are left out of the figures.
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "warn");
+    }
+    let _telemetry = runtime.block_on(async { telemetry::init("feature-processor-bench", LogFormat::Json) });
     runtime.block_on(broker_ratio(broker_customers, env_u32("BENCH_BROKER_DAYS", if quick { 3 } else { 10 })));
 }

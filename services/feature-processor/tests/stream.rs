@@ -32,10 +32,15 @@ async fn stream_emits_exactly_the_scores_of_the_core_with_trace_context() {
     send_events(&broker, &events[..50]).await;
     let producer = broker.kafka.idempotent_producer("tp").unwrap();
     let topic = broker.topic(Topic::Transactions);
-    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    for e in &events[50..] {
+    // Two traces, interleaved record by record: the stage shares a span per trace and
+    // batch, and each output must still continue its own input's trace.
+    let traces = ["4bf92f3577b34da6a3ce929d0e0e4736", "0af7651916cd43dd8448eb211c80319c"];
+    let mut trace_of = std::collections::HashMap::new();
+    for (i, e) in events[50..].iter().enumerate() {
         let payload = serde_json::to_vec(e).unwrap();
-        let h = OwnedHeaders::new().insert(Header { key: TRACEPARENT, value: Some(tp) });
+        let tp = format!("00-{}-00f067aa0ba902b7-01", traces[i % 2]);
+        trace_of.insert(e.event_id, traces[i % 2]);
+        let h = OwnedHeaders::new().insert(Header { key: TRACEPARENT, value: Some(&tp) });
         producer
             .send(
                 FutureRecord::to(&topic).key(e.customer_id.as_str()).payload(&payload).headers(h),
@@ -56,8 +61,8 @@ async fn stream_emits_exactly_the_scores_of_the_core_with_trace_context() {
         assert_eq!(m.key(), Some(s.customer_id.as_bytes()));
         assert_eq!(s.top_factors.len(), 3);
         let traceparent = header_str(m.headers().unwrap(), TRACEPARENT).expect("traceparent on every score");
-        if events[..50].iter().all(|e| e.event_id != s.trigger_event_id) {
-            assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "trace continued: {traceparent}");
+        if let Some(trace) = trace_of.get(&s.trigger_event_id) {
+            assert!(traceparent.starts_with(&format!("00-{trace}-")), "trace continued: {traceparent}");
         }
     }
     // Every expected score, value for value.
