@@ -291,6 +291,12 @@ async fn broker_ratio(customers: u32, days: u32) {
 }
 
 fn main() {
+    // The stage runs with the service's telemetry (the OpenTelemetry layer records its
+    // spans whatever the log level); logs below warnings are left out of the figures.
+    // Set before any other thread exists.
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "warn");
+    }
     let quick = !std::env::args().any(|a| a == "--bench");
     let records = input(
         env_u32("BENCH_CUSTOMERS", if quick { 200 } else { 10_000 }),
@@ -305,11 +311,6 @@ fn main() {
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    // The stage runs with the service's telemetry (the OpenTelemetry layer records its
-    // spans whatever the log level); logs below warnings are left out of the figures.
-    if std::env::var_os("RUST_LOG").is_none() {
-        std::env::set_var("RUST_LOG", "warn");
-    }
     let _telemetry = runtime.block_on(async { telemetry::init("feature-processor-bench", LogFormat::Json) });
     runtime.block_on(broker_ratio(broker_customers, env_u32("BENCH_BROKER_DAYS", if quick { 3 } else { 10 })));
 }
