@@ -74,20 +74,14 @@ fn write_bucket(o: &mut Object<'_>, b: &DayBucket) {
         ("discretionary_minor", b.discretionary_minor),
         ("atm_minor", b.atm_minor),
         ("gambling_minor", b.gambling_minor),
+        ("txn_count", i64::from(b.txn_count)),
+        ("failed_debits", i64::from(b.failed_debits)),
+        ("missed_repayments", i64::from(b.missed_repayments)),
+        ("overdraft_fees", i64::from(b.overdraft_fees)),
+        ("bnpl_count", i64::from(b.bnpl_count)),
     ] {
         if v != 0 {
             o.i64(name, v);
-        }
-    }
-    for (name, v) in [
-        ("txn_count", b.txn_count),
-        ("failed_debits", b.failed_debits),
-        ("missed_repayments", b.missed_repayments),
-        ("overdraft_fees", b.overdraft_fees),
-        ("bnpl_count", b.bnpl_count),
-    ] {
-        if v != 0 {
-            o.u32(name, v);
         }
     }
 }
