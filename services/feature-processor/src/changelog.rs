@@ -86,14 +86,6 @@ fn write_bucket(o: &mut Object<'_>, b: &DayBucket) {
     }
 }
 
-/// The fields every changelog record starts with.
-fn write_header(o: &mut Object<'_>, event_id: Uuid, event_time: DateTime<Utc>, customer_id: &str) {
-    o.uuid("event_id", event_id);
-    o.timestamp("event_time", event_time);
-    o.u32("schema_version", SCHEMA_VERSION);
-    o.str("customer_id", customer_id);
-}
-
 /// The id of a `customer_id` record: derived from the last event applied.
 pub fn customer_record_id(last_event: Uuid) -> Uuid {
     derived_event_id("customer-features", &[last_event.as_bytes()])
@@ -110,7 +102,7 @@ pub fn encode_day(out: &mut Vec<u8>, customer_id: &str, window: &CustomerWindow,
     let bucket = window.bucket(day).expect("a changed day has a bucket");
     let event_time = window.latest_event_time().expect("a changed window has an event");
     let mut o = Object::new(out);
-    write_header(&mut o, event_id, event_time, customer_id);
+    o.envelope(event_id, event_time, SCHEMA_VERSION, customer_id);
     o.object("bucket", |o| write_bucket(o, bucket));
     o.end();
 }
@@ -127,7 +119,7 @@ pub fn encode_customer(
     let event_time = window.latest_event_time().expect("a changed window has an event");
     let as_of = event_time.date_naive();
     let mut o = Object::new(out);
-    write_header(&mut o, event_id, event_time, customer_id);
+    o.envelope(event_id, event_time, SCHEMA_VERSION, customer_id);
     o.date("as_of", as_of);
     o.object("features", |o| {
         for (name, value) in FeatureValues::NAMES.into_iter().zip(features.values()) {

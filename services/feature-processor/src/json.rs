@@ -95,6 +95,14 @@ impl<'a> Object<'a> {
         }
     }
 
+    /// The fields every eventpipe event starts with, in their order.
+    pub fn envelope(&mut self, event_id: Uuid, event_time: DateTime<Utc>, schema_version: u32, customer_id: &str) {
+        self.uuid("event_id", event_id);
+        self.timestamp("event_time", event_time);
+        self.u32("schema_version", schema_version);
+        self.str("customer_id", customer_id);
+    }
+
     /// Any serializable value, through serde_json.
     pub fn serde<T: serde::Serialize + ?Sized>(&mut self, name: &'static str, value: &T) {
         self.key(name);

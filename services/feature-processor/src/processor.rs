@@ -63,10 +63,7 @@ pub struct Processed {
 /// its constant field names written unescaped (see [`crate::json`]).
 pub fn encode_score(out: &mut Vec<u8>, score: &RiskScore) {
     let mut o = Object::new(out);
-    o.uuid("event_id", score.event_id);
-    o.timestamp("event_time", score.event_time);
-    o.u32("schema_version", score.schema_version);
-    o.str("customer_id", &score.customer_id);
+    o.envelope(score.event_id, score.event_time, score.schema_version, &score.customer_id);
     o.f64("score", score.score);
     o.serde("band", &score.band);
     o.str("model_version", &score.model_version);
