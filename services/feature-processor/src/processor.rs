@@ -296,8 +296,7 @@ impl Core {
             state.dirty.push(CompactString::from(event.customer_id.as_ref()));
         }
         customer.last_event = Some(event.event_id);
-        // Most events land on the day changed last.
-        if customer.changed.last() != Some(&number) && !customer.changed.contains(&number) {
+        if !customer.changed.contains(&number) {
             customer.changed.push(number);
         }
         if customer.evicted.len() > evicted_before {
