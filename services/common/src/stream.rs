@@ -48,7 +48,8 @@ pub enum Guarantee {
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
     pub guarantee: Guarantee,
-    /// Commit at least this often while records flow.
+    /// Commit at least this often while records flow (an open batch is also committed
+    /// as soon as the input is caught up: no record within [`IDLE_POLL`]).
     pub commit_interval: Duration,
     /// Commit after this many input records.
     pub max_batch: usize,
@@ -408,6 +409,15 @@ impl<P: StatefulProcessor> Loop<P> {
         }
     }
 
+    /// How long `poll` may wait at `now`: the idle wait, cut short so an open batch is
+    /// committed when its interval ends, not up to an idle wait later.
+    fn poll_timeout(&self, now: Instant) -> Duration {
+        match self.batch.started.filter(|_| self.batch.open) {
+            Some(started) => IDLE_POLL.min((started + self.config.commit_interval).saturating_duration_since(now)),
+            None => IDLE_POLL,
+        }
+    }
+
     /// Whether the open batch should be committed at `now`.
     fn due(&self, now: Instant) -> bool {
         self.batch.open
@@ -563,6 +573,10 @@ fn rewind<P: StatefulProcessor>(
     Ok(())
 }
 
+/// How long `poll` waits for a record before the loop counts the input as caught up
+/// (and commits an open batch early).
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
 /// What [`run`] needs besides the processor: the stage's settings, metrics, readiness
 /// and shutdown signal (from [`crate::runtime::StageRuntime`], or a test's own).
 pub struct StageHandles {
@@ -616,13 +630,15 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
     tracing::info!(topic = %input, guarantee = ?lock(&state).config.guarantee, "consuming");
 
     while !shutdown.is_cancelled() {
-        let polled = consumer.poll(Duration::from_millis(50));
+        let timeout = lock(&state).poll_timeout(Instant::now());
+        let polled = consumer.poll(timeout);
         // One clock read per record: it is a visible cost at these rates.
         let now = Instant::now();
         let mut st = lock(&state);
         if let Some(e) = st.fatal.take() {
             return Err(e);
         }
+        let caught_up = polled.is_none();
         match polled {
             None => {}
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
@@ -633,7 +649,9 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
                 }
             }
         }
-        if st.due(now) {
+        // Caught up (nothing came within the wait): nothing more would join the batch,
+        // so its outputs' changelog and offsets are committed now.
+        if st.due(now) || (caught_up && st.batch.open) {
             if let Err(e) = st.commit(&consumer) {
                 st.fail_or_recover(&consumer, e);
             }

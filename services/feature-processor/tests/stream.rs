@@ -77,6 +77,22 @@ async fn stream_emits_exactly_the_scores_of_the_core_with_trace_context() {
     running.stop();
 }
 
+/// A batch ends when its interval does or when the input is caught up: with a
+/// ten-minute interval, only catching up can commit within the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caught_up_stage_commits_without_waiting_for_the_interval() {
+    let broker = TestBroker::start("fp-idle").await;
+    let events = simulated(8, 10, 5);
+    let (_, reference) = reference_scores(&events, built_in_model());
+    let (settings, section) = settings(&broker, "fp-idle-0", "commit_interval_ms: 600000");
+    let running = start(settings, &section, ModelHandle::new(built_in_model()));
+    send_events(&broker, &events).await;
+
+    // The changelog is written when a batch commits (read_committed on a real broker).
+    assert_changelog_matches(&broker, 8, &reference);
+    running.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_goes_to_dead_letter_and_the_stage_goes_on() {
     let broker = TestBroker::start("fp-dlq").await;
