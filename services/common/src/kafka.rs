@@ -14,7 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::topics::TopicSpec;
 
@@ -124,6 +124,28 @@ where
     }
 }
 
+/// Waits up to `timeout` until every record `producer` holds is delivered or has
+/// failed (its delivery report served), as `Producer::flush` promises, but without that
+/// call's stall.
+///
+/// rust-rdkafka's `flush` (and so `commit_transaction`, which calls it) serves the
+/// delivery-report queue itself, in waits of up to 100 ms. On a `FutureProducer` a thread
+/// of its own serves that queue, so each such wait runs its whole 100 ms: every flush or
+/// transaction commit with a record in flight took at least 100 ms, which capped an
+/// exactly-once stage at a few transactions per second. librdkafka's own flush, with
+/// delivery reports as events (how rust-rdkafka configures it), instead waits for the
+/// count of outstanding records to reach zero while that thread serves the reports.
+pub fn flush(producer: &FutureProducer, timeout: Duration) -> Result<(), KafkaError> {
+    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the pointer is the producer's live librdkafka handle, borrowed for the
+    // call, and rd_kafka_flush is thread-safe.
+    let code = unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), millis) };
+    match code {
+        rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => Ok(()),
+        code => Err(KafkaError::Flush(code.into())),
+    }
+}
+
 /// Creates the given topics, leaving any that already exist as they are.
 pub async fn create_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = settings.admin_config("eventpipe-admin").create()?;
@@ -152,7 +174,32 @@ pub async fn create_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> Re
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
+
     use super::*;
+    use crate::broker::TestBroker;
+    use crate::topics::Topic;
+
+    /// Through a real broker protocol: when `flush` returns, every record sent before it
+    /// has its delivery report, and the producer holds nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flush_returns_once_every_record_is_delivered() {
+        let broker = TestBroker::start("flush").await;
+        let producer = broker.kafka.idempotent_producer("flush-test").unwrap();
+        let topic = broker.topic(Topic::Transactions);
+        let mut deliveries = Vec::new();
+        for i in 0..2_000 {
+            let key = format!("c-{}", i % 37);
+            let record = FutureRecord::to(&topic).key(&key).payload("x");
+            deliveries.push(send_waiting(&producer, record).unwrap());
+        }
+        assert!(producer.in_flight_count() > 0, "records still on their way before the flush");
+        tokio::task::block_in_place(|| flush(&producer, Duration::from_secs(30))).unwrap();
+        assert_eq!(producer.in_flight_count(), 0);
+        let delivered =
+            deliveries.into_iter().filter_map(|d| d.now_or_never()).filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(delivered, 2_000, "every delivery report was in before flush returned");
+    }
 
     #[test]
     fn user_properties_override_defaults() {

@@ -110,7 +110,7 @@ async fn run(runtime: &mut StageRuntime, section: &ProducerSettings, go_live: bo
         let summary = live(&mut sim, section.rate, &mut publisher, &shutdown).await?;
         tracing::info!(events = summary.events, days = summary.days, "live stopped");
     }
-    kafka_producer.flush(Duration::from_secs(10))?;
+    eventpipe_common::kafka::flush(&kafka_producer, Duration::from_secs(10))?;
     Ok(())
 }
 
