@@ -14,6 +14,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
@@ -37,6 +38,12 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Starts a one-broker mock cluster with `topics` created.
     pub fn start(topics: &[TopicSpec]) -> Result<Self, KafkaError> {
+        Self::start_with_round_trip(topics, Duration::ZERO)
+    }
+
+    /// As [`EmbeddedBroker::start`], with every request answered `round_trip` late (as
+    /// from a broker across a network; tests use it to keep records in flight).
+    pub fn start_with_round_trip(topics: &[TopicSpec], round_trip: Duration) -> Result<Self, KafkaError> {
         let topics: Vec<(String, i32)> = topics.iter().map(|t| (t.name.clone(), t.partitions)).collect();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -52,6 +59,12 @@ impl EmbeddedBroker {
                 };
                 for (name, partitions) in &topics {
                     if let Err(e) = cluster.create_topic(name, *partitions, 1) {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                }
+                if !round_trip.is_zero() {
+                    if let Err(e) = cluster.broker_round_trip_time(1, round_trip) {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
@@ -164,6 +177,12 @@ impl TestBroker {
     /// Starts (or connects to) a broker and creates a fresh pipeline's topics at their
     /// default partition counts. `name` prefixes the pipeline name.
     pub async fn start(name: &str) -> Self {
+        Self::start_with_round_trip(name, Duration::ZERO).await
+    }
+
+    /// As [`TestBroker::start`], with the embedded broker answering every request
+    /// `round_trip` late; an external broker is used as it is.
+    pub async fn start_with_round_trip(name: &str, round_trip: Duration) -> Self {
         let (pipeline, topics) = fresh_pipeline(name);
         match std::env::var(TEST_BOOTSTRAP_ENV).ok().filter(|s| !s.is_empty()) {
             Some(bootstrap) => {
@@ -172,7 +191,8 @@ impl TestBroker {
                 TestBroker { pipeline, kafka, topics, external: true, _embedded: None, _tansu: None }
             }
             None => {
-                let broker = EmbeddedBroker::start(&topics).expect("start the embedded broker");
+                let broker =
+                    EmbeddedBroker::start_with_round_trip(&topics, round_trip).expect("start the embedded broker");
                 let kafka = KafkaSettings::plain(broker.bootstrap_servers());
                 TestBroker { pipeline, kafka, topics, external: false, _embedded: Some(broker), _tansu: None }
             }

@@ -12,13 +12,20 @@
 //! transaction leaves the in-memory state ahead of Kafka, so the state of every assigned
 //! partition is restored again and the consumer rewinds to the committed offsets, as
 //! Kafka Streams does with a task closed dirty.
+//!
+//! At least once, a batch's offsets are committed once every record it produced is
+//! acknowledged, but the loop does not stop to wait for that: it goes on with the next
+//! batch while up to [`MAX_IN_FLIGHT`] earlier ones are on their way, and commits their
+//! offsets in order as their acknowledgements arrive (as Kafka Connect commits the
+//! offsets of acknowledged records). Revocation and shutdown wait for all of them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
@@ -28,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::dead_letter::{DeadLetter, DeadLetterWriter};
 use crate::http::Readiness;
-use crate::kafka::send_waiting;
+use crate::kafka::{flush, send_waiting};
 use crate::stats::StageMetrics;
 use crate::telemetry::{append_headers, continue_trace, TRACEPARENT};
 use crate::topics::Topic;
@@ -140,16 +147,55 @@ pub struct Output {
     pub headers: Vec<(String, String)>,
 }
 
+/// Where a processor puts the records it produces. Each is handed to the producer at
+/// once, inside the open batch, so that a batch's outputs (its changelog can hold a
+/// record per customer) are never all held in memory together.
+pub struct Outputs<'a> {
+    settings: &'a Settings,
+    producer: &'a FutureProducer,
+    batch: &'a mut Batch,
+    guarantee: Guarantee,
+    /// The first failure to produce; later outputs are dropped, as the batch fails.
+    error: Option<KafkaError>,
+}
+
+impl Outputs<'_> {
+    /// Produces `output` in the open batch.
+    pub fn push(&mut self, output: Output) {
+        if self.error.is_some() {
+            return;
+        }
+        let topic = self.settings.topic_name(output.topic);
+        let mut record =
+            FutureRecord::to(topic).partition(output.partition).key(output.key.as_str()).timestamp(output.timestamp_ms);
+        if let Some(payload) = &output.payload {
+            record = record.payload(payload);
+        }
+        if !output.headers.is_empty() {
+            record = record.headers(append_headers(OwnedHeaders::new_with_capacity(1), &output.headers));
+        }
+        match send_waiting(self.producer, record) {
+            Ok(delivery) => self.batch.track(self.guarantee, delivery),
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    /// Whether every output was handed over.
+    fn finish(self) -> Result<(), KafkaError> {
+        self.error.map_or(Ok(()), Err)
+    }
+}
+
 /// The pure part of a stateful stage, driven by [`run`]. State is kept per input
 /// partition so that partitions can be dropped and restored independently.
 pub trait StatefulProcessor: Send + 'static {
     /// Processes one input record, pushing what it produces onto `out`; a rejected
     /// record goes to dead-letter and the stage goes on.
-    fn process(&mut self, input: &Input<'_>, out: &mut Vec<Output>) -> Result<(), Rejected>;
+    fn process(&mut self, input: &Input<'_>, out: &mut Outputs<'_>) -> Result<(), Rejected>;
 
     /// The batch is about to commit: push what it still owes — decisions taken over the
     /// whole batch, and the changelog records of the state it changed.
-    fn end_batch(&mut self, out: &mut Vec<Output>);
+    fn end_batch(&mut self, out: &mut Outputs<'_>);
 
     /// The open batch was aborted: forget what it changed (the state is restored next).
     fn abort_batch(&mut self);
@@ -190,7 +236,10 @@ struct Loop<P> {
     metrics: Arc<StageMetrics>,
     readiness: Readiness,
     batch: Batch,
-    outputs: Vec<Output>,
+    spans: Spans,
+    /// At least once: committed batches whose outputs are not all acknowledged yet,
+    /// oldest first; their offsets are committed when they are.
+    in_flight: VecDeque<InFlight>,
     /// Partitions currently assigned to this instance.
     assigned: Vec<i32>,
     fatal: Option<StreamError>,
@@ -210,49 +259,97 @@ struct Batch {
     /// Delivery reports to wait for (at-least-once only).
     deliveries: Vec<DeliveryFuture>,
     started: Option<Instant>,
-    /// The batch's processing spans, one per incoming `traceparent` (empty key: records
-    /// without one), with the records each covered; they close when the batch ends.
-    spans: HashMap<Vec<u8>, (tracing::Span, u64)>,
+}
+
+/// The open batch's processing spans, one per incoming `traceparent` (empty key: records
+/// without one), with the records each covered; they close when the batch ends.
+#[derive(Default)]
+struct Spans {
+    spans: Vec<(tracing::Span, u64)>,
+    /// Where each `traceparent`'s span is in `spans`.
+    span_index: HashMap<Vec<u8>, usize>,
+    /// The last record's `traceparent` and its span's index: runs of records share one,
+    /// and comparing with it spares hashing the header for each record.
+    last_span: Option<(Vec<u8>, usize)>,
 }
 
 impl Batch {
-    /// The processing span for `message`: a child of the trace its `traceparent` header
-    /// carries, shared by the batch's records from that trace.
+    /// Counts a record produced in the batch, keeping its delivery report at least once.
+    fn track(&mut self, guarantee: Guarantee, delivery: DeliveryFuture) {
+        self.produced += 1;
+        if guarantee == Guarantee::AtLeastOnce {
+            self.deliveries.push(delivery);
+        }
+    }
+}
+
+impl Spans {
+    /// The processing span for `message` (its index in `spans`; `None` when spans are
+    /// not recorded): a child of the trace its `traceparent` header carries, shared by
+    /// the batch's records from that trace.
     ///
     /// A producer stamps one trace context on a whole chunk of records, and a span per
     /// record cost more than processing the record (≈ 2 µs with the OpenTelemetry layer,
     /// against ≈ 1.5 µs for the feature-processor's core); per batch and trace, each
     /// output still continues its input's trace.
-    fn span(&mut self, message: &BorrowedMessage<'_>) -> tracing::Span {
+    fn span(&mut self, message: &BorrowedMessage<'_>) -> Option<&tracing::Span> {
         // Reading the headers makes librdkafka parse them: only worth it when the span
         // is recorded (a disabled span has no parent to set, nor context to pass on).
         if !tracing::enabled!(kind: tracing::metadata::Kind::SPAN, target: module_path!(), tracing::Level::INFO) {
-            return tracing::Span::none();
+            return None;
         }
         let headers = message.headers();
         let parent = headers.and_then(|h| h.iter().find(|h| h.key == TRACEPARENT)).and_then(|h| h.value);
         let key = parent.unwrap_or_default();
-        if !self.spans.contains_key(key) {
-            let span = tracing::info_span!(
-                "process",
-                partition = message.partition(),
-                offset = message.offset(),
-                records = tracing::field::Empty
-            );
-            continue_trace(&span, headers);
-            self.spans.insert(key.to_vec(), (span, 0));
-        }
-        let (span, records) = self.spans.get_mut(key).expect("inserted above");
+        let index = match &mut self.last_span {
+            Some((last, index)) if last.as_slice() == key => *index,
+            last => {
+                let index = match self.span_index.get(key) {
+                    Some(&index) => index,
+                    None => {
+                        let span = tracing::info_span!(
+                            "process",
+                            partition = message.partition(),
+                            offset = message.offset(),
+                            records = tracing::field::Empty
+                        );
+                        continue_trace(&span, headers);
+                        self.spans.push((span, 0));
+                        self.span_index.insert(key.to_vec(), self.spans.len() - 1);
+                        self.spans.len() - 1
+                    }
+                };
+                let (last_key, last_index) = last.get_or_insert_with(|| (Vec::new(), 0));
+                last_key.clear();
+                last_key.extend_from_slice(key);
+                *last_index = index;
+                index
+            }
+        };
+        let (span, records) = &mut self.spans[index];
         *records += 1;
-        span.clone()
+        Some(span)
     }
 
     /// Closes the spans, each with the number of records it covered.
-    fn close_spans(&mut self) {
-        for (_, (span, records)) in self.spans.drain() {
+    fn close(&mut self) {
+        for (span, records) in self.spans.drain(..) {
             span.record("records", records);
         }
+        self.span_index.clear();
+        self.last_span = None;
     }
+}
+
+/// An at-least-once batch whose outputs are on their way.
+struct InFlight {
+    /// Its offsets, committed once every delivery is acknowledged.
+    offsets: BTreeMap<i32, i64>,
+    deliveries: Vec<DeliveryFuture>,
+    /// How many of `deliveries`, from the first, are acknowledged.
+    acked: usize,
+    received: Vec<Instant>,
+    produced: u64,
 }
 
 struct StageContext<P> {
@@ -287,13 +384,22 @@ impl<P: StatefulProcessor> ConsumerContext for StageContext<P> {
             let mut state = lock(&self.state);
             let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(?revoked, "partitions revoked; committing the open batch");
-            if let Err(e) = state.commit(consumer) {
+            if let Err(e) = state.commit_all(consumer) {
                 state.fail_or_recover(consumer, e);
             }
             for p in &revoked {
                 state.processor.drop_partition(*p);
             }
             state.assigned.retain(|p| !revoked.contains(p));
+        }
+    }
+
+    /// The outcome of an asynchronous offset commit (at least once): a failed one is
+    /// logged, and the next commit covers its offsets.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            let partitions: Vec<i32> = offsets.elements().iter().map(|e| e.partition()).collect();
+            tracing::warn!(%error, ?partitions, "offset commit failed; the next commit covers these offsets");
         }
     }
 
@@ -358,19 +464,24 @@ impl<P: StatefulProcessor> Loop<P> {
         self.metrics.record_consumed(1);
         self.batch.offsets.insert(message.partition(), message.offset() + 1);
 
-        let span = self.batch.span(message);
+        let none = tracing::Span::none();
+        let span = self.spans.span(message).unwrap_or(&none);
         let input = Input {
             partition: message.partition(),
             offset: message.offset(),
             key: message.key(),
             payload: message.payload(),
-            span: &span,
+            span,
         };
-        let mut outputs = std::mem::take(&mut self.outputs);
+        let mut outputs = Outputs {
+            settings: &self.settings,
+            producer: &self.producer,
+            batch: &mut self.batch,
+            guarantee: self.config.guarantee,
+            error: None,
+        };
         let result = self.processor.process(&input, &mut outputs);
-        let sent = self.send_all(&mut outputs);
-        self.outputs = outputs;
-        sent?;
+        outputs.finish()?;
         if let Err(rejected) = result {
             tracing::debug!(reason = rejected.reason, error = %rejected.error, "dead-lettering input");
             self.metrics.record_dead_letter(rejected.reason);
@@ -382,39 +493,18 @@ impl<P: StatefulProcessor> Loop<P> {
         Ok(())
     }
 
-    /// Produces (and empties) `outputs`.
-    fn send_all(&mut self, outputs: &mut Vec<Output>) -> Result<(), KafkaError> {
-        for output in outputs.drain(..) {
-            let topic = self.settings.topic_name(output.topic);
-            let mut record = FutureRecord::to(topic)
-                .partition(output.partition)
-                .key(output.key.as_str())
-                .timestamp(output.timestamp_ms);
-            if let Some(payload) = &output.payload {
-                record = record.payload(payload);
-            }
-            if !output.headers.is_empty() {
-                record = record.headers(append_headers(OwnedHeaders::new_with_capacity(1), &output.headers));
-            }
-            let delivery = send_waiting(&self.producer, record)?;
-            self.track(delivery);
-        }
-        Ok(())
-    }
-
     fn track(&mut self, delivery: DeliveryFuture) {
-        self.batch.produced += 1;
-        if self.config.guarantee == Guarantee::AtLeastOnce {
-            self.batch.deliveries.push(delivery);
-        }
+        self.batch.track(self.config.guarantee, delivery);
     }
 
     /// How long `poll` may wait at `now`: the idle wait, cut short so an open batch is
     /// committed when its interval ends, not up to an idle wait later.
     fn poll_timeout(&self, now: Instant) -> Duration {
+        // Acknowledgements come within milliseconds: look for them that often.
+        let idle = if self.in_flight.is_empty() { IDLE_POLL } else { ACK_POLL };
         match self.batch.started.filter(|_| self.batch.open) {
-            Some(started) => IDLE_POLL.min((started + self.config.commit_interval).saturating_duration_since(now)),
-            None => IDLE_POLL,
+            Some(started) => idle.min((started + self.config.commit_interval).saturating_duration_since(now)),
+            None => idle,
         }
     }
 
@@ -430,42 +520,89 @@ impl<P: StatefulProcessor> Loop<P> {
         if !self.batch.open {
             return Ok(());
         }
-        let mut outputs = std::mem::take(&mut self.outputs);
+        let mut outputs = Outputs {
+            settings: &self.settings,
+            producer: &self.producer,
+            batch: &mut self.batch,
+            guarantee: self.config.guarantee,
+            error: None,
+        };
         self.processor.end_batch(&mut outputs);
-        let sent = self.send_all(&mut outputs);
-        self.outputs = outputs;
-        sent?;
-        let topic = self.topic(self.config.input).to_owned();
-        let mut offsets = TopicPartitionList::new();
-        for (partition, offset) in &self.batch.offsets {
-            offsets.add_partition_offset(&topic, *partition, Offset::Offset(*offset))?;
-        }
+        outputs.finish()?;
         match self.config.guarantee {
             Guarantee::ExactlyOnce => {
                 let group = consumer.group_metadata().ok_or(KafkaError::NoMessageReceived)?;
+                let offsets = self.offsets(&self.batch.offsets)?;
                 self.producer.send_offsets_to_transaction(&offsets, &group, Duration::from_secs(10))?;
+                // Delivered first, so that the commit's own flush finds nothing left (see
+                // `kafka::flush`).
+                flush(&self.producer, Duration::from_secs(30))?;
                 self.producer.commit_transaction(Duration::from_secs(30))?;
                 tracing::debug!(offsets = ?self.batch.offsets, "transaction committed");
             }
             Guarantee::AtLeastOnce => {
-                for delivery in self.batch.deliveries.drain(..) {
-                    match futures::executor::block_on(delivery) {
-                        Ok(Ok(_)) => {}
-                        Ok(Err((e, _))) => return Err(e),
-                        Err(_) => return Err(KafkaError::Canceled),
-                    }
-                }
-                if offsets.count() > 0 {
-                    consumer.commit(&offsets, CommitMode::Sync)?;
-                }
+                let batch = std::mem::take(&mut self.batch);
+                self.in_flight.push_back(InFlight {
+                    offsets: batch.offsets,
+                    deliveries: batch.deliveries,
+                    acked: 0,
+                    received: batch.received,
+                    produced: batch.produced,
+                });
+                self.spans.close();
+                return self.settle(consumer, MAX_IN_FLIGHT);
             }
         }
         self.metrics.record_produced(self.batch.produced);
         let now = Instant::now();
         self.metrics.record_latencies(self.batch.received.drain(..).map(|r| now - r));
-        self.batch.close_spans();
+        self.spans.close();
         self.batch = Batch::default();
         Ok(())
+    }
+
+    /// Commits the open batch and waits until every batch in flight is acknowledged
+    /// and its offsets committed (before revocation, and at shutdown).
+    fn commit_all(&mut self, consumer: &StageConsumer<P>) -> Result<(), KafkaError> {
+        self.commit(consumer)?;
+        self.settle(consumer, 0)
+    }
+
+    /// At least once: commits the offsets of the batches in flight whose outputs are all
+    /// acknowledged, oldest first, waiting while more than `keep` are left. Offsets
+    /// committed without waiting are committed asynchronously.
+    fn settle(&mut self, consumer: &StageConsumer<P>, keep: usize) -> Result<(), KafkaError> {
+        loop {
+            let wait = self.in_flight.len() > keep;
+            let Some(front) = self.in_flight.front_mut() else { return Ok(()) };
+            while let Some(delivery) = front.deliveries.get_mut(front.acked) {
+                let outcome = if wait { Some(futures::executor::block_on(delivery)) } else { delivery.now_or_never() };
+                match outcome {
+                    None => return Ok(()),
+                    Some(Ok(Ok(_))) => front.acked += 1,
+                    Some(Ok(Err((e, _)))) => return Err(e),
+                    Some(Err(_)) => return Err(KafkaError::Canceled),
+                }
+            }
+            let done = self.in_flight.pop_front().expect("the front, just looked at");
+            let offsets = self.offsets(&done.offsets)?;
+            if offsets.count() > 0 {
+                consumer.commit(&offsets, if wait { CommitMode::Sync } else { CommitMode::Async })?;
+            }
+            self.metrics.record_produced(done.produced);
+            let now = Instant::now();
+            self.metrics.record_latencies(done.received.into_iter().map(|r| now - r));
+        }
+    }
+
+    /// `offsets` of the input topic as a partition list.
+    fn offsets(&self, offsets: &BTreeMap<i32, i64>) -> Result<TopicPartitionList, KafkaError> {
+        let topic = self.topic(self.config.input);
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in offsets {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        Ok(list)
     }
 
     /// After a failed commit: abort and rewind when the error allows it, else stop.
@@ -486,9 +623,10 @@ impl<P: StatefulProcessor> Loop<P> {
                 return;
             }
         }
-        self.batch.close_spans();
+        self.spans.close();
         self.batch = Batch::default();
-        self.outputs.clear();
+        // Batches in flight are not committed: their inputs are consumed again.
+        self.in_flight.clear();
         self.processor.abort_batch();
         let assigned = self.assigned.clone();
         if let Err(e) = self.restore(&assigned) {
@@ -577,6 +715,14 @@ fn rewind<P: StatefulProcessor>(
 /// (and commits an open batch early).
 const IDLE_POLL: Duration = Duration::from_millis(50);
 
+/// How long `poll` waits while batches are in flight (at least once), so that their
+/// offsets are committed soon after their acknowledgements arrive.
+const ACK_POLL: Duration = Duration::from_millis(2);
+
+/// At least once: how many committed batches may wait for acknowledgements while the
+/// loop goes on; with more, it waits for the oldest.
+const MAX_IN_FLIGHT: usize = 4;
+
 /// What [`run`] needs besides the processor: the stage's settings, metrics, readiness
 /// and shutdown signal (from [`crate::runtime::StageRuntime`], or a test's own).
 pub struct StageHandles {
@@ -619,7 +765,8 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
         metrics,
         readiness,
         batch: Batch::default(),
-        outputs: Vec::new(),
+        spans: Spans::default(),
+        in_flight: VecDeque::new(),
         assigned: Vec::new(),
         fatal: None,
     }));
@@ -655,6 +802,10 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
             if let Err(e) = st.commit(&consumer) {
                 st.fail_or_recover(&consumer, e);
             }
+        } else if !st.in_flight.is_empty() {
+            if let Err(e) = st.settle(&consumer, MAX_IN_FLIGHT) {
+                st.fail_or_recover(&consumer, e);
+            }
         }
         if let Some(e) = st.fatal.take() {
             return Err(e);
@@ -663,7 +814,7 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
     tracing::info!("shutting down: committing the open batch and leaving the group");
     {
         let mut st = lock(&state);
-        if let Err(e) = st.commit(&consumer) {
+        if let Err(e) = st.commit_all(&consumer) {
             st.fail_or_recover(&consumer, e);
         }
         st.readiness.set(false);
@@ -675,6 +826,6 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
     if let Some(e) = st.fatal.take() {
         return Err(e);
     }
-    st.producer.flush(Duration::from_secs(10)).map_err(|source| StreamError::Fatal { step: "flush", source })?;
+    flush(&st.producer, Duration::from_secs(10)).map_err(|source| StreamError::Fatal { step: "flush", source })?;
     Ok(())
 }

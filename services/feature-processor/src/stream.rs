@@ -3,7 +3,7 @@
 //! `transactions`, outputs are RiskScores, the changelog is `customer-features` (one
 //! record per customer and changed day, see [`crate::changelog`]).
 
-use eventpipe_common::stream::{self, Input, Output, Rejected, StageHandles, StatefulProcessor, StreamConfig};
+use eventpipe_common::stream::{self, Input, Output, Outputs, Rejected, StageHandles, StatefulProcessor, StreamConfig};
 use eventpipe_common::telemetry::trace_headers;
 use eventpipe_common::topics::Topic;
 
@@ -27,7 +27,7 @@ impl FeatureStage {
 }
 
 impl StatefulProcessor for FeatureStage {
-    fn process(&mut self, input: &Input<'_>, out: &mut Vec<Output>) -> Result<(), Rejected> {
+    fn process(&mut self, input: &Input<'_>, out: &mut Outputs<'_>) -> Result<(), Rejected> {
         if self.model.generation() != self.model_generation {
             self.model_generation = self.model.generation();
             self.core.set_model(self.model.get());
@@ -48,7 +48,7 @@ impl StatefulProcessor for FeatureStage {
         Ok(())
     }
 
-    fn end_batch(&mut self, out: &mut Vec<Output>) {
+    fn end_batch(&mut self, out: &mut Outputs<'_>) {
         self.core.take_changelog(|record| {
             out.push(Output {
                 topic: Topic::CustomerFeatures,

@@ -238,3 +238,61 @@ async fn two_instances_one_leaving_mid_stream_still_emit_exactly_once() {
     assert_eq!(counts.keys().copied().collect::<HashSet<_>>(), expected.iter().map(|s| s.event_id).collect());
     b.stop();
 }
+
+/// At least once (no transactions): a batch's offsets are committed once its outputs
+/// are acknowledged, without the loop waiting for that, and a stopping instance waits
+/// for all batches in flight. So a second instance taking over from one stopped
+/// mid-stream resumes exactly where the first left off: every score once, and the
+/// changelog equal to an uninterrupted run's (a batch replayed onto restored state
+/// would count its transactions twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_hands_over_at_the_committed_offsets() {
+    // Acknowledgements a round trip late, and input arriving in chunks while `a` runs:
+    // `a` is stopped with batches in flight.
+    let broker = TestBroker::start_with_round_trip("fp-alo", Duration::from_millis(100)).await;
+    let events = simulated(20, 60, 9);
+    let (expected, reference) = reference_scores(&events, built_in_model());
+    let section = "processing_guarantee: at_least_once\ncommit_interval_ms: 20";
+    let (s1, config) = settings(&broker, "fp-alo-a", section);
+    let (s2, _) = settings(&broker, "fp-alo-b", section);
+    let a = start(s1, &config, ModelHandle::new(built_in_model()));
+    wait_until("a ready", Duration::from_secs(60), || a.readiness.get());
+
+    let producer = broker.kafka.idempotent_producer("chunks").unwrap();
+    let topic = broker.topic(Topic::Transactions);
+    let mut pending = Vec::new();
+    let (mut a, mut consumed) = (Some(a), 0);
+    for chunk in events.chunks(50) {
+        for e in chunk {
+            let payload = serde_json::to_vec(e).unwrap();
+            let record = FutureRecord::to(&topic).key(e.customer_id.as_str()).payload(&payload);
+            pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(running) = &a {
+            consumed += running.metrics.take_window(chrono::Utc::now()).consumed;
+            if consumed >= events.len() as u64 / 3 {
+                a.take().unwrap().stop();
+            }
+        }
+    }
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+    assert!(a.is_none() && consumed < events.len() as u64, "a stopped mid-stream ({consumed} consumed)");
+    let b = start(s2, &config, ModelHandle::new(built_in_model()));
+
+    let got = scores_of(&read_committed(
+        &broker,
+        Topic::RiskScores,
+        expected.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(90),
+    ));
+    let counts = counts(got.iter().map(|s| s.event_id));
+    let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "after a clean stop nothing is consumed twice: {repeated:?}");
+    assert_eq!(counts.keys().copied().collect::<HashSet<_>>(), expected.iter().map(|s| s.event_id).collect());
+    assert_changelog_matches(&broker, 20, &reference);
+    b.stop();
+}

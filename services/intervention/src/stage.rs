@@ -11,7 +11,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use eventpipe_common::events::RiskScore;
-use eventpipe_common::stream::{check_keyed_event, decode_json, reasons, Input, Output, Rejected, StatefulProcessor};
+use eventpipe_common::stream::{
+    check_keyed_event, decode_json, reasons, Input, Output, Outputs, Rejected, StatefulProcessor,
+};
 use eventpipe_common::telemetry::trace_headers;
 use eventpipe_common::topics::Topic;
 
@@ -78,13 +80,13 @@ impl InterventionStage {
 }
 
 impl StatefulProcessor for InterventionStage {
-    fn process(&mut self, input: &Input<'_>, _out: &mut Vec<Output>) -> Result<(), Rejected> {
+    fn process(&mut self, input: &Input<'_>, _out: &mut Outputs<'_>) -> Result<(), Rejected> {
         let score = decode(input.key, input.payload)?;
         self.engine.offer(input.partition, score, trace_headers(input.span));
         Ok(())
     }
 
-    fn end_batch(&mut self, out: &mut Vec<Output>) {
+    fn end_batch(&mut self, out: &mut Outputs<'_>) {
         for decided in self.engine.decide() {
             if let Some(line) = describe_critical(&decided.score, &decided.decision) {
                 // A critical customer inside a cooldown was already acted on: say so
