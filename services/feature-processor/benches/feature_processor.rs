@@ -8,7 +8,9 @@
 //!     and exactly_once modes (target ratio ≥ 0.8 for at_least_once), best of three
 //!     rounds each. The stage runs with the service's telemetry installed, as in a pod.
 //!
-//! Run: `cargo bench -p feature-processor --bench feature_processor`. The broker is the
+//! Run: `cargo bench -p feature-processor --bench feature_processor` (BENCH_CUSTOMERS,
+//! BENCH_DAYS size the core path's input; BENCH_BROKER_CUSTOMERS, BENCH_BROKER_DAYS the
+//! stage's, 0 customers to skip it; BENCH_GUARANTEE=at_least_once runs one). The broker is the
 //! embedded mock unless EVENTPIPE_BENCH_BOOTSTRAP_SERVERS is set (the mock accepts
 //! transactions without isolating them, so its exactly_once figure is the protocol's
 //! cost, not a real broker's).
@@ -90,6 +92,19 @@ fn decode_only(records: &[(String, Vec<u8>)]) {
     }
     let n = records.len() as f64;
     println!("core path, {:<34} {:>10.0} events/s  (decoding only, best of 3)", "its decoding:", n / best);
+}
+
+/// CPU time all of this process's threads have run (the broker's and librdkafka's
+/// too), from /proc (Linux); `None` elsewhere.
+fn process_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): utime and stime are the
+    // 14th and 15th fields of the line, in clock ticks (100 per second on Linux).
+    let rest = &text[text.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// CPU time this thread has run, from /proc (Linux); `None` elsewhere.
@@ -239,7 +254,10 @@ fn stage(kafka: &KafkaSettings, pipeline: &str, guarantee: &str, expected: usize
         shutdown: shutdown.clone(),
     };
     let (config, core) = (section.stream_config(), section.core_config());
-    let handle = std::thread::spawn(move || stream::run(stage, config, core, ModelHandle::new(model())));
+    let handle = std::thread::Builder::new()
+        .name("stage".into())
+        .spawn(move || stream::run(stage, config, core, ModelHandle::new(model())))
+        .unwrap();
     // Committed input records: the latency of each is recorded when its batch commits.
     let committed = || metric(&registry, "eventpipe_processing_latency_seconds_count") as usize;
     let mut started = None;
@@ -262,29 +280,38 @@ fn stage(kafka: &KafkaSettings, pipeline: &str, guarantee: &str, expected: usize
 async fn broker_ratio(customers: u32, days: u32) {
     let records = input(customers, days);
     let n = records.len();
-    for guarantee in ["at_least_once", "exactly_once"] {
+    let only = std::env::var("BENCH_GUARANTEE").ok();
+    for guarantee in ["at_least_once", "exactly_once"].into_iter().filter(|g| only.as_deref().is_none_or(|o| o == *g)) {
         let (mut raw_best, mut stage_best, mut rounds, mut label) = (f64::INFINITY, f64::INFINITY, Vec::new(), "");
-        let mut produced = 0.0;
+        let (mut produced, mut cores) = (0.0, Vec::new());
         for round in 0..3 {
             let pipeline = format!("bench-{}-{guarantee}-{round}", std::process::id()).replace('_', "-");
             let b = broker(&pipeline).await;
             load(&b.kafka, &Topic::Transactions.name(&pipeline), &records).await;
             let kafka = b.kafka.clone();
             let (p, kafka2, p2) = (pipeline.clone(), kafka.clone(), pipeline.clone());
+            let cpu = process_cpu_seconds();
             let raw = tokio::task::spawn_blocking(move || pass_through(&kafka, &p, n)).await.unwrap();
+            let raw_cpu = process_cpu_seconds();
             let guarantee_owned = guarantee.to_owned();
             let (staged, out) =
                 tokio::task::spawn_blocking(move || stage(&kafka2, &p2, &guarantee_owned, n)).await.unwrap();
+            let stage_cpu = process_cpu_seconds();
             produced = out; // the last round's
             (raw_best, stage_best, label) = (raw_best.min(raw), stage_best.min(staged), b.label);
             rounds.push(format!("{:.2}", raw / staged));
+            // Busy cores while each ran: whether the machine, not the stage, was the limit.
+            if let (Some(a), Some(b), Some(c)) = (cpu, raw_cpu, stage_cpu) {
+                cores.push(format!("{:.1}/{:.1}", (b - a) / raw, (c - b) / staged));
+            }
         }
         println!(
-            "{guarantee:>13}: raw pass-through {:>8.0} events/s, stage {:>8.0} events/s, ratio {:.2}  ({n} events, {label}, best of 3; rounds {}; stage wrote {:.2} records per input in the last)",
+            "{guarantee:>13}: raw pass-through {:>8.0} events/s, stage {:>8.0} events/s, ratio {:.2}  ({n} events, {label}, best of 3; rounds {}; busy cores raw/stage {}; stage wrote {:.2} records per input in the last)",
             n as f64 / raw_best,
             n as f64 / stage_best,
             raw_best / stage_best,
             rounds.join(" "),
+            cores.join(" "),
             produced / n as f64
         );
     }
