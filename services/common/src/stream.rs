@@ -46,8 +46,9 @@ use crate::topics::Topic;
 pub enum Guarantee {
     /// Kafka transactions: outputs, changelog and input offsets commit together.
     ExactlyOnce,
-    /// No transactions (for brokers without them): outputs are flushed, then offsets
-    /// committed; a crash can repeat outputs, with the same deterministic ids.
+    /// No transactions (for brokers without them): a batch's offsets are committed once
+    /// its outputs are acknowledged; a crash can repeat outputs, with the same
+    /// deterministic ids.
     AtLeastOnce,
 }
 
@@ -515,7 +516,9 @@ impl<P: StatefulProcessor> Loop<P> {
                 || self.batch.started.is_some_and(|s| now - s >= self.config.commit_interval))
     }
 
-    /// Writes what the batch still owes and commits outputs and offsets together.
+    /// Writes what the batch still owes and commits outputs and offsets together (at
+    /// least once: hands the batch to those in flight, whose offsets are committed as
+    /// their outputs are acknowledged).
     fn commit(&mut self, consumer: &StageConsumer<P>) -> Result<(), KafkaError> {
         if !self.batch.open {
             return Ok(());
