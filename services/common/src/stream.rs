@@ -160,7 +160,11 @@ pub struct Outputs<'a> {
     error: Option<KafkaError>,
 }
 
-impl Outputs<'_> {
+impl<'a> Outputs<'a> {
+    fn new(settings: &'a Settings, producer: &'a FutureProducer, batch: &'a mut Batch, guarantee: Guarantee) -> Self {
+        Outputs { settings, producer, batch, guarantee, error: None }
+    }
+
     /// Produces `output` in the open batch.
     pub fn push(&mut self, output: Output) {
         if self.error.is_some() {
@@ -474,13 +478,7 @@ impl<P: StatefulProcessor> Loop<P> {
             payload: message.payload(),
             span,
         };
-        let mut outputs = Outputs {
-            settings: &self.settings,
-            producer: &self.producer,
-            batch: &mut self.batch,
-            guarantee: self.config.guarantee,
-            error: None,
-        };
+        let mut outputs = Outputs::new(&self.settings, &self.producer, &mut self.batch, self.config.guarantee);
         let result = self.processor.process(&input, &mut outputs);
         outputs.finish()?;
         if let Err(rejected) = result {
@@ -489,13 +487,9 @@ impl<P: StatefulProcessor> Loop<P> {
             let letter = DeadLetter::from_message(message, rejected.reason, rejected.error);
             let record = self.dead_letters.record(&letter);
             let delivery = send_waiting(&self.producer, record)?;
-            self.track(delivery);
+            self.batch.track(self.config.guarantee, delivery);
         }
         Ok(())
-    }
-
-    fn track(&mut self, delivery: DeliveryFuture) {
-        self.batch.track(self.config.guarantee, delivery);
     }
 
     /// How long `poll` may wait at `now`: the idle wait, cut short so an open batch is
@@ -523,13 +517,7 @@ impl<P: StatefulProcessor> Loop<P> {
         if !self.batch.open {
             return Ok(());
         }
-        let mut outputs = Outputs {
-            settings: &self.settings,
-            producer: &self.producer,
-            batch: &mut self.batch,
-            guarantee: self.config.guarantee,
-            error: None,
-        };
+        let mut outputs = Outputs::new(&self.settings, &self.producer, &mut self.batch, self.config.guarantee);
         self.processor.end_batch(&mut outputs);
         outputs.finish()?;
         match self.config.guarantee {
