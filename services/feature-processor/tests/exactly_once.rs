@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use eventpipe_common::broker::TestBroker;
@@ -70,13 +69,7 @@ async fn kill_and_replace(name: &str, mid_transaction: bool) {
     let messages =
         read_committed(&broker, Topic::RiskScores, expected.len(), Duration::from_secs(3), Duration::from_secs(180));
     let got = scores_of(&messages);
-    let counts = counts(got.iter().map(|s| s.event_id));
-    let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicated.is_empty(), "duplicates: {duplicated:?}");
-    assert_eq!(
-        counts.keys().copied().collect::<HashSet<_>>(),
-        expected.iter().map(|s| s.event_id).collect::<HashSet<_>>()
-    );
+    assert_each_score_once(&got, &expected);
 
     // The restored-and-continued state equals an uninterrupted run's.
     assert_changelog_matches(&broker, 30, &reference);

@@ -148,6 +148,18 @@ pub fn scores_of(messages: &[OwnedMessage]) -> Vec<RiskScore> {
     messages.iter().map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap()).collect()
 }
 
+/// Asserts that `got` holds each of the `expected` scores exactly once (by event id):
+/// none repeated, none missing, none extra.
+pub fn assert_each_score_once(got: &[RiskScore], expected: &[RiskScore]) {
+    let counts = counts(got.iter().map(|s| s.event_id));
+    let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "duplicates: {repeated:?}");
+    assert_eq!(
+        counts.keys().copied().collect::<std::collections::HashSet<_>>(),
+        expected.iter().map(|s| s.event_id).collect::<std::collections::HashSet<_>>()
+    );
+}
+
 /// Asserts that the committed changelog rebuilds, for each of `customers` customers,
 /// exactly the reference core's window (buckets, salaries, last score, latest event
 /// time), and that each customer's latest `customer_id` record holds the reference's
