@@ -14,7 +14,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryFuture, FutureProducer, FutureRecord, Partitioner, Producer, ProducerContext, ThreadedProducer,
+};
 
 use crate::topics::TopicSpec;
 
@@ -124,18 +126,58 @@ where
     }
 }
 
+/// Hands `record` to a [`ThreadedProducer`] (whose own thread serves the delivery
+/// reports, to its context), waiting while the producer's queue is full.
+pub fn send_threaded<C, K, P>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, K, P, C::DeliveryOpaque>,
+) -> Result<(), KafkaError>
+where
+    C: ProducerContext + 'static,
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                // The polling thread frees room as acknowledgements arrive.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// `record` as a [`BaseRecord`] carrying `opaque` to the producer context's delivery
+/// callback.
+pub fn with_opaque<'a, K, P, D>(record: FutureRecord<'a, K, P>, opaque: D) -> BaseRecord<'a, K, P, D>
+where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+    D: rdkafka::util::IntoOpaque,
+{
+    let FutureRecord { topic, partition, payload, key, timestamp, headers } = record;
+    BaseRecord { topic, partition, payload, key, timestamp, headers, delivery_opaque: opaque }
+}
+
 /// Waits up to `timeout` until every record `producer` holds is delivered or has
 /// failed (its delivery report served), as `Producer::flush` promises, but without that
 /// call's stall.
 ///
 /// rust-rdkafka's `flush` (and so `commit_transaction`, which calls it) serves the
-/// delivery-report queue itself, in waits of up to 100 ms. On a `FutureProducer` a thread
-/// of its own serves that queue, so each such wait runs its whole 100 ms: every flush or
-/// transaction commit with a record in flight took at least 100 ms, which capped an
-/// exactly-once stage at a few transactions per second. librdkafka's own flush, with
+/// delivery-report queue itself, in waits of up to 100 ms. On a `FutureProducer` or a
+/// `ThreadedProducer` a thread of its own serves that queue, so each such wait runs its
+/// whole 100 ms: every flush or transaction commit with a record in flight took at least
+/// 100 ms, which capped an exactly-once stage at a few transactions per second. librdkafka's own flush, with
 /// delivery reports as events (how rust-rdkafka configures it), instead waits for the
 /// count of outstanding records to reach zero while that thread serves the reports.
-pub fn flush(producer: &FutureProducer, timeout: Duration) -> Result<(), KafkaError> {
+pub fn flush<C, Part>(producer: &impl Producer<C, Part>, timeout: Duration) -> Result<(), KafkaError>
+where
+    C: ProducerContext<Part>,
+    Part: Partitioner,
+{
     let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     // SAFETY: the pointer is the producer's live librdkafka handle, borrowed for the
     // call, and rd_kafka_flush is thread-safe.

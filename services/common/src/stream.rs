@@ -20,14 +20,13 @@
 //! offsets of acknowledged records). Revocation and shutdown wait for all of them.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -35,9 +34,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::dead_letter::{DeadLetter, DeadLetterWriter};
 use crate::http::Readiness;
-use crate::kafka::{flush, send_waiting};
+use crate::kafka::{flush, send_threaded, with_opaque};
 use crate::stats::StageMetrics;
-use crate::telemetry::{append_headers, continue_trace, TRACEPARENT};
+use crate::telemetry::{append_headers, continue_trace, trace_headers, TRACEPARENT};
 use crate::topics::Topic;
 
 /// Processing guarantee of a stateful stage (`processing_guarantee` in its section).
@@ -131,6 +130,9 @@ pub struct Input<'a> {
     pub payload: Option<&'a [u8]>,
     /// The processing span, continuing the record's `traceparent`.
     pub span: &'a tracing::Span,
+    /// That span's trace-context headers, to put on the records the input causes
+    /// (computed once per span, see [`crate::telemetry::trace_headers`]).
+    pub trace: &'a [(String, String)],
 }
 
 /// A record to produce. Outputs go to the input's partition number on co-partitioned
@@ -153,16 +155,15 @@ pub struct Output {
 /// record per customer) are never all held in memory together.
 pub struct Outputs<'a> {
     settings: &'a Settings,
-    producer: &'a FutureProducer,
+    producer: &'a StageProducer,
     batch: &'a mut Batch,
-    guarantee: Guarantee,
     /// The first failure to produce; later outputs are dropped, as the batch fails.
     error: Option<KafkaError>,
 }
 
 impl<'a> Outputs<'a> {
-    fn new(settings: &'a Settings, producer: &'a FutureProducer, batch: &'a mut Batch, guarantee: Guarantee) -> Self {
-        Outputs { settings, producer, batch, guarantee, error: None }
+    fn new(settings: &'a Settings, producer: &'a StageProducer, batch: &'a mut Batch) -> Self {
+        Outputs { settings, producer, batch, error: None }
     }
 
     /// Produces `output` in the open batch.
@@ -171,16 +172,18 @@ impl<'a> Outputs<'a> {
             return;
         }
         let topic = self.settings.topic_name(output.topic);
-        let mut record =
-            FutureRecord::to(topic).partition(output.partition).key(output.key.as_str()).timestamp(output.timestamp_ms);
+        let mut record = BaseRecord::with_opaque_to(topic, self.batch.number)
+            .partition(output.partition)
+            .key(output.key.as_str())
+            .timestamp(output.timestamp_ms);
         if let Some(payload) = &output.payload {
             record = record.payload(payload);
         }
         if !output.headers.is_empty() {
             record = record.headers(append_headers(OwnedHeaders::new_with_capacity(1), &output.headers));
         }
-        match send_waiting(self.producer, record) {
-            Ok(delivery) => self.batch.track(self.guarantee, delivery),
+        match send_threaded(self.producer, record) {
+            Ok(()) => self.batch.produced += 1,
             Err(e) => self.error = Some(e),
         }
     }
@@ -236,7 +239,7 @@ struct Loop<P> {
     settings: Settings,
     config: StreamConfig,
     processor: P,
-    producer: FutureProducer,
+    producer: StageProducer,
     dead_letters: DeadLetterWriter,
     metrics: Arc<StageMetrics>,
     readiness: Readiness,
@@ -245,6 +248,8 @@ struct Loop<P> {
     /// At least once: committed batches whose outputs are not all acknowledged yet,
     /// oldest first; their offsets are committed when they are.
     in_flight: VecDeque<InFlight>,
+    /// The number of the next at-least-once batch (from 1).
+    next_batch: usize,
     /// Partitions currently assigned to this instance.
     assigned: Vec<i32>,
     fatal: Option<StreamError>,
@@ -261,31 +266,26 @@ struct Batch {
     received: Vec<Instant>,
     /// Records produced in this batch.
     produced: u64,
-    /// Delivery reports to wait for (at-least-once only).
-    deliveries: Vec<DeliveryFuture>,
+    /// At least once, the batch's number, which its records carry to the delivery
+    /// callback; 0 exactly once (the transaction's commit answers for its records).
+    number: usize,
     started: Option<Instant>,
 }
+
+/// Trace-context headers (`traceparent`, `tracestate`), as name and value.
+type TraceHeaders = Vec<(String, String)>;
 
 /// The open batch's processing spans, one per incoming `traceparent` (empty key: records
 /// without one), with the records each covered; they close when the batch ends.
 #[derive(Default)]
 struct Spans {
-    spans: Vec<(tracing::Span, u64)>,
+    /// Each span, the records it covered and its trace-context headers.
+    spans: Vec<(tracing::Span, u64, TraceHeaders)>,
     /// Where each `traceparent`'s span is in `spans`.
     span_index: HashMap<Vec<u8>, usize>,
     /// The last record's `traceparent` and its span's index: runs of records share one,
     /// and comparing with it spares hashing the header for each record.
     last_span: Option<(Vec<u8>, usize)>,
-}
-
-impl Batch {
-    /// Counts a record produced in the batch, keeping its delivery report at least once.
-    fn track(&mut self, guarantee: Guarantee, delivery: DeliveryFuture) {
-        self.produced += 1;
-        if guarantee == Guarantee::AtLeastOnce {
-            self.deliveries.push(delivery);
-        }
-    }
 }
 
 impl Spans {
@@ -297,7 +297,7 @@ impl Spans {
     /// record cost more than processing the record (≈ 2 µs with the OpenTelemetry layer,
     /// against ≈ 1.5 µs for the feature-processor's core); per batch and trace, each
     /// output still continues its input's trace.
-    fn span(&mut self, message: &BorrowedMessage<'_>) -> Option<&tracing::Span> {
+    fn span(&mut self, message: &BorrowedMessage<'_>) -> Option<(&tracing::Span, &[(String, String)])> {
         // Reading the headers makes librdkafka parse them: only worth it when the span
         // is recorded (a disabled span has no parent to set, nor context to pass on).
         if !tracing::enabled!(kind: tracing::metadata::Kind::SPAN, target: module_path!(), tracing::Level::INFO) {
@@ -319,7 +319,8 @@ impl Spans {
                             records = tracing::field::Empty
                         );
                         continue_trace(&span, headers);
-                        self.spans.push((span, 0));
+                        let trace = trace_headers(&span);
+                        self.spans.push((span, 0, trace));
                         self.span_index.insert(key.to_vec(), self.spans.len() - 1);
                         self.spans.len() - 1
                     }
@@ -331,14 +332,14 @@ impl Spans {
                 index
             }
         };
-        let (span, records) = &mut self.spans[index];
+        let (span, records, trace) = &mut self.spans[index];
         *records += 1;
-        Some(span)
+        Some((span, trace))
     }
 
     /// Closes the spans, each with the number of records it covered.
     fn close(&mut self) {
-        for (span, records) in self.spans.drain(..) {
+        for (span, records, _) in self.spans.drain(..) {
             span.record("records", records);
         }
         self.span_index.clear();
@@ -348,13 +349,94 @@ impl Spans {
 
 /// An at-least-once batch whose outputs are on their way.
 struct InFlight {
-    /// Its offsets, committed once every delivery is acknowledged.
+    number: usize,
+    /// Its offsets, committed once all its `produced` records are acknowledged.
     offsets: BTreeMap<i32, i64>,
-    deliveries: Vec<DeliveryFuture>,
-    /// How many of `deliveries`, from the first, are acknowledged.
-    acked: usize,
     received: Vec<Instant>,
     produced: u64,
+}
+
+/// The stage's producer. Its own thread serves the delivery reports, which are counted
+/// per batch in its context: a record costs no future nor allocation of its own.
+type StageProducer = ThreadedProducer<StageProducerContext>;
+
+/// Counts the stage producer's delivery reports per at-least-once batch (each record
+/// carries its batch's number as the delivery opaque) and wakes the loop when one
+/// arrives.
+#[derive(Default)]
+struct StageProducerContext {
+    acks: Mutex<Acks>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Acks {
+    /// Acknowledged records, per batch number.
+    acked: HashMap<usize, u64>,
+    /// The first failed delivery, and its batch.
+    failed: Option<(usize, KafkaError)>,
+    /// Reports for batches before this one are dropped: they were abandoned.
+    floor: usize,
+}
+
+impl ClientContext for StageProducerContext {}
+
+impl ProducerContext for StageProducerContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
+        if batch == 0 {
+            return;
+        }
+        let mut acks = lock(&self.acks);
+        if batch < acks.floor {
+            return;
+        }
+        match result {
+            Ok(_) => *acks.acked.entry(batch).or_default() += 1,
+            Err((error, _)) => {
+                if acks.failed.is_none() {
+                    acks.failed = Some((batch, error.clone()));
+                }
+            }
+        }
+        drop(acks);
+        self.changed.notify_all();
+    }
+}
+
+impl StageProducerContext {
+    /// Whether all `expected` records of batch `batch` are acknowledged (then forgets
+    /// it), waiting for them when `wait`; the error of one that failed.
+    fn complete(&self, batch: usize, expected: u64, wait: bool) -> Result<bool, KafkaError> {
+        let mut acks = lock(&self.acks);
+        loop {
+            if let Some((failed, error)) = &acks.failed {
+                if *failed == batch {
+                    return Err(error.clone());
+                }
+            }
+            if acks.acked.get(&batch).copied().unwrap_or(0) >= expected {
+                acks.acked.remove(&batch);
+                return Ok(true);
+            }
+            if !wait {
+                return Ok(false);
+            }
+            acks = self.changed.wait(acks).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Forgets the batches before `batch` (they are consumed again), and drops their
+    /// reports still to come.
+    fn abandon_before(&self, batch: usize) {
+        let mut acks = lock(&self.acks);
+        acks.acked.retain(|b, _| *b >= batch);
+        if acks.failed.as_ref().is_some_and(|(b, _)| *b < batch) {
+            acks.failed = None;
+        }
+        acks.floor = batch;
+    }
 }
 
 struct StageContext<P> {
@@ -429,7 +511,7 @@ impl<P: StatefulProcessor> ConsumerContext for StageContext<P> {
     }
 }
 
-fn lock<P>(state: &Mutex<Loop<P>>) -> MutexGuard<'_, Loop<P>> {
+fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -464,30 +546,35 @@ impl<P: StatefulProcessor> Loop<P> {
             }
             self.batch.open = true;
             self.batch.started = Some(now);
+            if self.config.guarantee == Guarantee::AtLeastOnce {
+                self.batch.number = self.next_batch;
+                self.next_batch += 1;
+            }
         }
         self.batch.received.push(now);
         self.metrics.record_consumed(1);
         self.batch.offsets.insert(message.partition(), message.offset() + 1);
 
         let none = tracing::Span::none();
-        let span = self.spans.span(message).unwrap_or(&none);
+        let (span, trace) = self.spans.span(message).unwrap_or((&none, &[]));
         let input = Input {
             partition: message.partition(),
             offset: message.offset(),
             key: message.key(),
             payload: message.payload(),
             span,
+            trace,
         };
-        let mut outputs = Outputs::new(&self.settings, &self.producer, &mut self.batch, self.config.guarantee);
+        let mut outputs = Outputs::new(&self.settings, &self.producer, &mut self.batch);
         let result = self.processor.process(&input, &mut outputs);
         outputs.finish()?;
         if let Err(rejected) = result {
             tracing::debug!(reason = rejected.reason, error = %rejected.error, "dead-lettering input");
             self.metrics.record_dead_letter(rejected.reason);
             let letter = DeadLetter::from_message(message, rejected.reason, rejected.error);
-            let record = self.dead_letters.record(&letter);
-            let delivery = send_waiting(&self.producer, record)?;
-            self.batch.track(self.config.guarantee, delivery);
+            let record = with_opaque(self.dead_letters.record(&letter), self.batch.number);
+            send_threaded(&self.producer, record)?;
+            self.batch.produced += 1;
         }
         Ok(())
     }
@@ -517,7 +604,7 @@ impl<P: StatefulProcessor> Loop<P> {
         if !self.batch.open {
             return Ok(());
         }
-        let mut outputs = Outputs::new(&self.settings, &self.producer, &mut self.batch, self.config.guarantee);
+        let mut outputs = Outputs::new(&self.settings, &self.producer, &mut self.batch);
         self.processor.end_batch(&mut outputs);
         outputs.finish()?;
         match self.config.guarantee {
@@ -534,9 +621,8 @@ impl<P: StatefulProcessor> Loop<P> {
             Guarantee::AtLeastOnce => {
                 let batch = std::mem::take(&mut self.batch);
                 self.in_flight.push_back(InFlight {
+                    number: batch.number,
                     offsets: batch.offsets,
-                    deliveries: batch.deliveries,
-                    acked: 0,
                     received: batch.received,
                     produced: batch.produced,
                 });
@@ -563,17 +649,10 @@ impl<P: StatefulProcessor> Loop<P> {
     /// acknowledged, oldest first, waiting while more than `keep` are left. Offsets
     /// committed without waiting are committed asynchronously.
     fn settle(&mut self, consumer: &StageConsumer<P>, keep: usize) -> Result<(), KafkaError> {
-        loop {
+        while let Some(front) = self.in_flight.front() {
             let wait = self.in_flight.len() > keep;
-            let Some(front) = self.in_flight.front_mut() else { return Ok(()) };
-            while let Some(delivery) = front.deliveries.get_mut(front.acked) {
-                let outcome = if wait { Some(futures::executor::block_on(delivery)) } else { delivery.now_or_never() };
-                match outcome {
-                    None => return Ok(()),
-                    Some(Ok(Ok(_))) => front.acked += 1,
-                    Some(Ok(Err((e, _)))) => return Err(e),
-                    Some(Err(_)) => return Err(KafkaError::Canceled),
-                }
+            if !self.producer.context().complete(front.number, front.produced, wait)? {
+                return Ok(());
             }
             let done = self.in_flight.pop_front().expect("the front, just looked at");
             let offsets = self.offsets(&done.offsets)?;
@@ -584,6 +663,7 @@ impl<P: StatefulProcessor> Loop<P> {
             let now = Instant::now();
             self.metrics.record_latencies(done.received.into_iter().map(|r| now - r));
         }
+        Ok(())
     }
 
     /// `offsets` of the input topic as a partition list.
@@ -618,6 +698,7 @@ impl<P: StatefulProcessor> Loop<P> {
         self.batch = Batch::default();
         // Batches in flight are not committed: their inputs are consumed again.
         self.in_flight.clear();
+        self.producer.context().abandon_before(self.next_batch);
         self.processor.abort_batch();
         let assigned = self.assigned.clone();
         if let Err(e) = self.restore(&assigned) {
@@ -728,13 +809,13 @@ pub struct StageHandles {
 pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, processor: P) -> Result<(), StreamError> {
     let StageHandles { settings, metrics, readiness, shutdown } = stage;
     let client_id = settings.instance.clone();
-    let producer: FutureProducer = match config.guarantee {
+    let producer: StageProducer = match config.guarantee {
         Guarantee::ExactlyOnce => {
             settings.kafka.transactional_producer_config(&client_id, &settings.transactional_id())
         }
         Guarantee::AtLeastOnce => settings.kafka.producer_config(&client_id),
     }
-    .create()
+    .create_with_context(StageProducerContext::default())
     .map_err(StreamError::Client)?;
     if config.guarantee == Guarantee::ExactlyOnce {
         let id = settings.transactional_id();
@@ -758,6 +839,7 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
         batch: Batch::default(),
         spans: Spans::default(),
         in_flight: VecDeque::new(),
+        next_batch: 1,
         assigned: Vec::new(),
         fatal: None,
     }));

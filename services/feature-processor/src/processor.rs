@@ -16,8 +16,8 @@ use smallvec::SmallVec;
 use uuid::Uuid;
 
 use eventpipe_common::events::{
-    derived_event_id, Channel, CustomerFeatures, LastScore, MerchantCategory, RiskScore, TransactionEvent,
-    TransactionKind, SCHEMA_VERSION,
+    derived_event_id, Channel, CustomerFeatures, FeatureValues, LastScore, MerchantCategory, RiskScore,
+    TransactionEvent, TransactionKind, SCHEMA_VERSION,
 };
 
 use eventpipe_common::stream::check_keyed_event;
@@ -208,6 +208,9 @@ struct Customer {
     /// restored (the latest day): when that record is replaced by one carrying another
     /// day, they get day records of their own.
     carried: SmallVec<[i32; 2]>,
+    /// The window's features, when computed (to score) since the window last changed:
+    /// the changelog record reuses them.
+    features: Option<FeatureValues>,
 }
 
 /// One input partition's customers, and the customers touched since the last write.
@@ -290,6 +293,7 @@ impl Core {
                 ))
             }
         };
+        customer.features = None;
         let day = event.event_time.date_naive();
         let number = day_number(day);
         if customer.last_event.is_none() {
@@ -309,8 +313,8 @@ impl Core {
         if !due {
             return Ok(Processed { score: None });
         }
-        let features = window.features();
-        let (score, band) = self.scorer.score(&features);
+        let features = &*customer.features.insert(window.features());
+        let (score, band) = self.scorer.score(features);
         let emit = match window.last_score {
             None => true,
             Some(last) => last.band != band || (score - last.score).abs() >= self.config.min_score_change,
@@ -332,7 +336,7 @@ impl Core {
                 score,
                 band,
                 model_version: self.scorer.model().version.clone(),
-                top_factors: self.scorer.top_factors(&features),
+                top_factors: self.scorer.top_factors(features),
                 trigger_event_id: event.event_id,
             }),
         })
@@ -347,6 +351,7 @@ impl Core {
             for customer_id in state.dirty.drain(..) {
                 let Some(customer) = state.customers.get_mut(&customer_id) else { continue };
                 let Some(last_event) = customer.last_event.take() else { continue };
+                let features = customer.features.take().unwrap_or_else(|| customer.window.features());
                 let window = &customer.window;
                 let Some(latest) = window.latest_event_time() else { continue };
                 let timestamp_ms = latest.timestamp_millis();
@@ -375,7 +380,7 @@ impl Core {
                 }
                 let mut payload = Vec::with_capacity(1024);
                 let id = changelog::customer_record_id(last_event);
-                changelog::encode_customer(&mut payload, &customer_id, window, &window.features(), id);
+                changelog::encode_customer(&mut payload, &customer_id, window, &features, id);
                 customer.carried.push(latest_day);
                 write(ChangelogRecord {
                     partition,
@@ -411,10 +416,12 @@ impl Core {
                 let state = self.partitions.entry(partition).or_default();
                 let customer = state.customers.entry(CompactString::from(record.customer_id.as_str())).or_default();
                 customer.window.merge_day(record.bucket);
+                customer.features = None;
             }
             (Some((customer_id, day)), None) => {
                 if let Some(c) = self.partitions.get_mut(&partition).and_then(|p| p.customers.get_mut(customer_id)) {
                     c.window.remove_day(day);
+                    c.features = None;
                 }
             }
             (None, Some(payload)) => {
@@ -432,6 +439,7 @@ impl Core {
         let state = self.partitions.entry(partition).or_default();
         let customer = state.customers.entry(CompactString::from(record.customer_id.as_str())).or_default();
         customer.window.merge_record(record);
+        customer.features = None;
         customer.carried.clear();
         customer.carried.extend(record.days.iter().map(|b| day_number(b.day)));
     }

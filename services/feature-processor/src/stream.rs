@@ -4,7 +4,6 @@
 //! record per customer and changed day, see [`crate::changelog`]).
 
 use eventpipe_common::stream::{self, Input, Output, Outputs, Rejected, StageHandles, StatefulProcessor, StreamConfig};
-use eventpipe_common::telemetry::trace_headers;
 use eventpipe_common::topics::Topic;
 
 use crate::model_watch::ModelHandle;
@@ -42,7 +41,7 @@ impl StatefulProcessor for FeatureStage {
                 key: score.customer_id.clone(),
                 payload: Some(payload),
                 timestamp_ms: score.event_time.timestamp_millis(),
-                headers: trace_headers(input.span),
+                headers: input.trace.to_vec(),
             });
         }
         Ok(())

@@ -14,7 +14,6 @@ use eventpipe_common::events::RiskScore;
 use eventpipe_common::stream::{
     check_keyed_event, decode_json, reasons, Input, Output, Outputs, Rejected, StatefulProcessor,
 };
-use eventpipe_common::telemetry::trace_headers;
 use eventpipe_common::topics::Topic;
 
 use crate::engine::{describe_critical, Decision, Engine, StateRecord, Suppression};
@@ -82,7 +81,7 @@ impl InterventionStage {
 impl StatefulProcessor for InterventionStage {
     fn process(&mut self, input: &Input<'_>, _out: &mut Outputs<'_>) -> Result<(), Rejected> {
         let score = decode(input.key, input.payload)?;
-        self.engine.offer(input.partition, score, trace_headers(input.span));
+        self.engine.offer(input.partition, score, input.trace.to_vec());
         Ok(())
     }
 
