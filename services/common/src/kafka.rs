@@ -170,9 +170,10 @@ where
 /// delivery-report queue itself, in waits of up to 100 ms. On a `FutureProducer` or a
 /// `ThreadedProducer` a thread of its own serves that queue, so each such wait runs its
 /// whole 100 ms: every flush or transaction commit with a record in flight took at least
-/// 100 ms, which capped an exactly-once stage at a few transactions per second. librdkafka's own flush, with
-/// delivery reports as events (how rust-rdkafka configures it), instead waits for the
-/// count of outstanding records to reach zero while that thread serves the reports.
+/// 100 ms, which capped an exactly-once stage at a few transactions per second.
+/// librdkafka's own flush, with delivery reports as events (how rust-rdkafka configures
+/// it), instead waits for the count of outstanding records to reach zero while that
+/// thread serves the reports.
 pub fn flush<C, Part>(producer: &impl Producer<C, Part>, timeout: Duration) -> Result<(), KafkaError>
 where
     C: ProducerContext<Part>,
