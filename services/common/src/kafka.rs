@@ -106,44 +106,54 @@ impl KafkaSettings {
 
 /// Hands `record` to the producer, waiting (serving delivery reports) while its queue
 /// is full. For blocking loops; async code can await an older delivery instead.
+// The closures pass on rdkafka's own result, which hands the record back on error.
+#[allow(clippy::result_large_err)]
 pub fn send_waiting<K, P>(
     producer: &FutureProducer,
-    mut record: FutureRecord<'_, K, P>,
+    record: FutureRecord<'_, K, P>,
 ) -> Result<DeliveryFuture, KafkaError>
 where
     K: ToBytes + ?Sized,
     P: ToBytes + ?Sized,
 {
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                producer.poll(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
+    send_while_full(
+        record,
+        |r| producer.send_result(r),
+        || {
+            producer.poll(Duration::from_millis(5));
+        },
+    )
 }
 
 /// Hands `record` to a [`ThreadedProducer`] (whose own thread serves the delivery
 /// reports, to its context), waiting while the producer's queue is full.
+#[allow(clippy::result_large_err)]
 pub fn send_threaded<C, K, P>(
     producer: &ThreadedProducer<C>,
-    mut record: BaseRecord<'_, K, P, C::DeliveryOpaque>,
+    record: BaseRecord<'_, K, P, C::DeliveryOpaque>,
 ) -> Result<(), KafkaError>
 where
     C: ProducerContext + 'static,
     K: ToBytes + ?Sized,
     P: ToBytes + ?Sized,
 {
+    // The polling thread frees room as acknowledgements arrive.
+    send_while_full(record, |r| producer.send(r), || std::thread::sleep(Duration::from_millis(1)))
+}
+
+/// Sends `record` with `send`, which hands it back when the producer's queue is full:
+/// then `wait`s for room and tries again. Any other error is returned.
+fn send_while_full<R, T>(
+    mut record: R,
+    mut send: impl FnMut(R) -> Result<T, (KafkaError, R)>,
+    mut wait: impl FnMut(),
+) -> Result<T, KafkaError> {
     loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
+        match send(record) {
+            Ok(sent) => return Ok(sent),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
-                // The polling thread frees room as acknowledgements arrive.
-                std::thread::sleep(Duration::from_millis(1));
+                wait();
             }
             Err((e, _)) => return Err(e),
         }

@@ -128,7 +128,9 @@ pub struct Input<'a> {
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
-    /// The processing span, continuing the record's `traceparent`.
+    /// The processing span, continuing the record's `traceparent`: for a processor's
+    /// own events and child spans to join the record's trace (neither processor records
+    /// any today; their outputs carry `trace`).
     pub span: &'a tracing::Span,
     /// That span's trace-context headers, to put on the records the input causes
     /// (computed once per span, see [`crate::telemetry::trace_headers`]).
