@@ -86,9 +86,17 @@ impl<'a> Object<'a> {
     }
 
     /// As serde_json writes an `f64`: shortest round-trip digits, `null` if not finite.
+    /// Whole numbers of fewer than 16 digits — most features are counts, or zero — are
+    /// written as the integer and `.0`, which is what those digits are.
     pub fn f64(&mut self, name: &'static str, value: f64) {
         self.key(name);
-        if value.is_finite() {
+        if value.trunc() == value && value.abs() < 1e15 {
+            if value.is_sign_negative() {
+                self.out.push(b'-');
+            }
+            self.out.extend_from_slice(itoa::Buffer::new().format(value.abs() as u64).as_bytes());
+            self.out.extend_from_slice(b".0");
+        } else if value.is_finite() {
             self.out.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
         } else {
             self.out.extend_from_slice(b"null");
@@ -151,7 +159,27 @@ mod tests {
     fn values_are_written_as_serde_json_writes_them() {
         let time = "2026-03-04T05:06:07.120Z".parse::<DateTime<Utc>>().unwrap();
         let far = NaiveDate::from_ymd_opt(12_345, 6, 7).unwrap();
-        let floats = [0.0, -0.0, 1.0, 0.1, -2.5e-12, 1e300, f64::MAX, f64::MIN_POSITIVE, f64::NAN, f64::INFINITY];
+        let floats = [
+            0.0,
+            -0.0,
+            1.0,
+            -3.0,
+            42.0,
+            999_999_999_999_999.0,
+            -999_999_999_999_999.0,
+            1e15,
+            1e16,
+            123_456_789_012_345_680.0,
+            0.1,
+            -2.5e-12,
+            2.5,
+            1e300,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
         let text = "tab\t \"quoted\" back\\slash \u{1} é \u{2028}";
         let mut out = Vec::new();
         let mut o = Object::new(&mut out);

@@ -454,34 +454,40 @@ impl CustomerWindow {
         let last_30 = sums.last_30;
 
         // The closing balances of each of the 30 days ending with `as_of` (oldest
-        // first, carried forward over days without activity; `None` before the first
-        // known day), and the lowest intraday balance of the last 7 days.
-        let mut closing_30 = [None; 30];
-        let mut carried_in = None;
+        // first, carried forward over days without activity), and the lowest intraday
+        // balance of the last 7 days. Slot i of `closing` holds a balance if bit i of
+        // `known` is set; carried forward, the slots from `first` on hold one.
+        let mut closing = [0i64; 30];
+        let mut known = 0u32;
+        let mut carried: Option<i64> = None;
         let mut min_balance_7: Option<i64> = None;
         for key in self.ring.keys.iter().rev() {
             let age = as_of - key.number;
             if age >= 30 {
                 // The newest day before the 30-day window carries into it.
-                carried_in = Some(key.closing);
+                carried = Some(key.closing);
                 break;
             }
             if age < 0 {
                 continue;
             }
-            closing_30[(29 - age) as usize] = Some(key.closing);
+            let slot = (29 - age) as usize;
+            closing[slot] = key.closing;
+            known |= 1 << slot;
             if age < 7 {
                 min_balance_7 = Some(min_balance_7.map_or(key.low, |m| m.min(key.low)));
             }
         }
-        let mut carried = carried_in;
-        for slot in &mut closing_30 {
-            match slot {
-                Some(balance) => carried = Some(*balance),
-                None => *slot = carried,
+        // Before the first known day, with nothing carried in, there is no balance.
+        let first = if carried.is_some() { 0 } else { known.trailing_zeros().min(30) as usize };
+        for (i, slot) in closing.iter_mut().enumerate().skip(first) {
+            if known & (1 << i) == 0 {
+                *slot = carried.expect("a balance is carried from slot `first` on");
             }
+            carried = Some(*slot);
         }
-        let closing_7 = &closing_30[23..];
+        let closing = &closing[first..];
+        let closing_7 = &closing[closing.len().saturating_sub(7)..];
 
         let salary_days_late = i64::from(match self.salaries.last() {
             Some(s) => as_of - day_number(s.day) - SALARY_CYCLE_DAYS as i32,
@@ -500,19 +506,10 @@ impl CustomerWindow {
         };
 
         // Lowest balance over 7 days: intraday minima, and carried balances on quiet days.
-        let balance_min_7d =
-            min_balance_7.into_iter().chain(closing_7.iter().flatten().copied()).min().map_or(0.0, major);
+        let balance_min_7d = min_balance_7.into_iter().chain(closing_7.iter().copied()).min().map_or(0.0, major);
 
-        let mut points = [(0.0, 0.0); 30];
-        let mut n = 0;
-        for (i, b) in closing_30.iter().enumerate() {
-            if let Some(b) = b {
-                points[n] = (i as f64, major(*b));
-                n += 1;
-            }
-        }
-        let balance_trend_30d = slope(&points[..n]);
-        let days_overdrawn_30d = closing_30.iter().flatten().filter(|b| **b < 0).count() as f64;
+        let balance_trend_30d = slope_of_days(first, closing);
+        let days_overdrawn_30d = closing.iter().filter(|b| **b < 0).count() as f64;
 
         let (inflow, outflow) = (last_30.inflow, last_30.outflow);
         let share = |part: i64| {
@@ -606,7 +603,32 @@ impl CustomerWindow {
     }
 }
 
-/// Least-squares slope of y over x; 0 with fewer than two distinct x.
+/// [`slope`] of the balances `closing` (minor units) over their day numbers `first`,
+/// `first + 1`, …: the same value, bit for bit. With x consecutive, x's mean (a whole or
+/// half number) and its squared deviations are exact in any order, so their sums are
+/// taken in closed form; only y's are summed.
+fn slope_of_days(first: usize, closing: &[i64]) -> f64 {
+    let len = closing.len();
+    if len < 2 {
+        return 0.0;
+    }
+    let n = len as f64;
+    let mut y = [0.0; 30];
+    for (y, b) in y.iter_mut().zip(closing) {
+        *y = major(*b);
+    }
+    let y = &y[..len];
+    let mean_x = (first + len - 1 + first) as f64 / 2.0;
+    let mean_y = y.iter().sum::<f64>() / n;
+    // Σ (x − mean)² over `len` consecutive x.
+    let sxx = (len * (len * len - 1)) as f64 / 12.0;
+    let sxy: f64 = y.iter().enumerate().map(|(i, y)| ((first + i) as f64 - mean_x) * (y - mean_y)).sum();
+    sxy / sxx
+}
+
+/// Least-squares slope of y over x; 0 with fewer than two distinct x (the definition
+/// [`slope_of_days`] is tested against).
+#[cfg(test)]
 fn slope(points: &[(f64, f64)]) -> f64 {
     let n = points.len() as f64;
     if points.len() < 2 {
@@ -708,6 +730,25 @@ mod tests {
         ]
     }
 
+    /// The balance features as docs/features.md defines them, from the buckets: each
+    /// of the 30 days ending with the latest gets the closing balance of its own or the
+    /// last earlier active day (none before the first).
+    fn balances_by_definition(w: &CustomerWindow) -> [f64; 3] {
+        let as_of = day_number(w.latest_day().unwrap());
+        let closing_on =
+            |day: i32| w.days().filter(|b| day_number(b.day) <= day).last().map(|b| b.closing_balance_minor);
+        let days: Vec<(i32, i64)> =
+            (as_of - 29..=as_of).filter_map(|d| closing_on(d).map(|c| (d - (as_of - 29), c))).collect();
+        let lows = w.days().filter(|b| as_of - day_number(b.day) < 7).map(|b| b.min_balance_minor);
+        let closings_7 = days.iter().filter(|(i, _)| *i >= 23).map(|(_, c)| *c);
+        let points: Vec<(f64, f64)> = days.iter().map(|&(i, c)| (f64::from(i), c as f64 / 100.0)).collect();
+        [
+            lows.chain(closings_7).min().map_or(0.0, |m| m as f64 / 100.0),
+            slope(&points),
+            days.iter().filter(|(_, c)| *c < 0).count() as f64,
+        ]
+    }
+
     #[test]
     fn first_at_finds_the_first_day_at_or_after_a_day_in_sparse_rings() {
         let mut ring = Ring::default();
@@ -737,6 +778,13 @@ mod tests {
             assert_eq!(w.sums, Some(w.sums_by_pass()), "event {i}");
             let expected = by_definition(w);
             assert_eq!(reported(w), expected[..7], "event {i}");
+            let f = w.features();
+            // Bit for bit: the same sums in the same order.
+            assert_eq!(
+                [f.balance_min_7d, f.balance_trend_30d, f.days_overdrawn_30d],
+                balances_by_definition(w),
+                "event {i}"
+            );
             let (disc, before) = (expected[7], expected[8]);
             let change = ((disc - before) / before.max(RATIO_FLOOR_MINOR as f64)).clamp(-1.0, 5.0);
             assert_eq!(w.features().discretionary_spend_change, change, "event {i}");
