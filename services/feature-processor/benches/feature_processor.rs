@@ -299,7 +299,7 @@ async fn broker_ratio(customers: u32, days: u32) {
             let stage_cpu = process_cpu_seconds();
             produced = out; // the last round's
             (raw_best, stage_best, label) = (raw_best.min(raw), stage_best.min(staged), b.label);
-            rounds.push(format!("{:.2}", raw / staged));
+            rounds.push(format!("{:.2} ({:.0}k/{:.0}k)", raw / staged, n as f64 / raw / 1e3, n as f64 / staged / 1e3));
             // Busy cores while each ran: whether the machine, not the stage, was the limit.
             if let (Some(a), Some(b), Some(c)) = (cpu, raw_cpu, stage_cpu) {
                 cores.push(format!("{:.1}/{:.1}", (b - a) / raw, (c - b) / staged));
