@@ -152,6 +152,34 @@ pub struct Output {
     pub headers: Vec<(String, String)>,
 }
 
+/// An [`Output`] borrowed from the processor's own buffers, for [`Outputs::send`],
+/// which copies it into the producer: no allocation of its own per record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutputRef<'r> {
+    pub topic: Topic,
+    pub partition: i32,
+    pub key: &'r str,
+    /// The value; `None` is a tombstone.
+    pub payload: Option<&'r [u8]>,
+    /// Record timestamp (the event time), in milliseconds.
+    pub timestamp_ms: i64,
+    pub headers: &'r [(String, String)],
+}
+
+impl Output {
+    /// This output, borrowed.
+    pub fn borrowed(&self) -> OutputRef<'_> {
+        OutputRef {
+            topic: self.topic,
+            partition: self.partition,
+            key: &self.key,
+            payload: self.payload.as_deref(),
+            timestamp_ms: self.timestamp_ms,
+            headers: &self.headers,
+        }
+    }
+}
+
 /// Where a processor puts the records it produces. Each is handed to the producer at
 /// once, inside the open batch, so that a batch's outputs (its changelog can hold a
 /// record per customer) are never all held in memory together.
@@ -170,19 +198,24 @@ impl<'a> Outputs<'a> {
 
     /// Produces `output` in the open batch.
     pub fn push(&mut self, output: Output) {
+        self.send(output.borrowed());
+    }
+
+    /// Produces a copy of `output` in the open batch.
+    pub fn send(&mut self, output: OutputRef<'_>) {
         if self.error.is_some() {
             return;
         }
         let topic = self.settings.topic_name(output.topic);
         let mut record = BaseRecord::with_opaque_to(topic, self.batch.number)
             .partition(output.partition)
-            .key(output.key.as_str())
+            .key(output.key)
             .timestamp(output.timestamp_ms);
-        if let Some(payload) = &output.payload {
+        if let Some(payload) = output.payload {
             record = record.payload(payload);
         }
         if !output.headers.is_empty() {
-            record = record.headers(append_headers(OwnedHeaders::new_with_capacity(1), &output.headers));
+            record = record.headers(append_headers(OwnedHeaders::new_with_capacity(1), output.headers));
         }
         match send_threaded(self.producer, record) {
             Ok(()) => self.batch.produced += 1,

@@ -31,6 +31,13 @@ use crate::window::{date_of, day_number, CustomerWindow};
 /// The key of a customer's record for day number `day`: `customer_id/YYYY-MM-DD`.
 pub fn day_key(customer_id: &str, day: i32) -> String {
     let mut key = String::with_capacity(customer_id.len() + 11);
+    write_day_key(&mut key, customer_id, day);
+    key
+}
+
+/// [`day_key`], written over `key`.
+pub fn write_day_key(key: &mut String, customer_id: &str, day: i32) {
+    key.clear();
     key.push_str(customer_id);
     key.push('/');
     let date = date_of(day);
@@ -39,7 +46,6 @@ pub fn day_key(customer_id: &str, day: i32) -> String {
         Some(text) => key.push_str(text),
         None => key.push_str(&date.to_string()),
     }
-    key
 }
 
 /// Splits a day key into customer id and day number; `None` for any other key.

@@ -183,13 +183,14 @@ fn classify(payload: &[u8], error: serde_json::Error) -> Rejected {
     Rejected::new(reasons::SCHEMA_INVALID, error.to_string())
 }
 
-/// A changelog record to write: to `partition` of `P.customer-features`, under `key`;
-/// `payload` `None` is a tombstone.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChangelogRecord {
+/// A changelog record to write: to `partition` of `P.customer-features`, under `key`,
+/// borrowed from the core for the write.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChangelogRecord<'a> {
     pub partition: i32,
-    pub key: String,
-    pub payload: Option<Vec<u8>>,
+    pub key: &'a str,
+    /// `None`: a tombstone.
+    pub payload: Option<&'a [u8]>,
     /// The customer's latest event time, in milliseconds.
     pub timestamp_ms: i64,
 }
@@ -227,12 +228,21 @@ pub struct Core {
     config: CoreConfig,
     scorer: Scorer,
     partitions: HashMap<i32, PartitionState>,
+    /// The changelog record being written, and its key (reused).
+    payload: Vec<u8>,
+    key: String,
 }
 
 impl Core {
     /// An empty core scoring with `model`.
     pub fn new(config: CoreConfig, model: Arc<RiskModel>) -> Self {
-        Core { config, scorer: Scorer::new(model), partitions: HashMap::new() }
+        Core {
+            config,
+            scorer: Scorer::new(model),
+            partitions: HashMap::new(),
+            payload: Vec::with_capacity(1024),
+            key: String::with_capacity(64),
+        }
     }
 
     /// The model in use.
@@ -346,8 +356,9 @@ impl Core {
     /// customer, one record per changed day, a tombstone per day that left the ring, and
     /// its `customer_id` record (see [`crate::changelog`]). Record ids derive from the
     /// last event applied, so a replay repeats them.
-    pub fn take_changelog(&mut self, mut write: impl FnMut(ChangelogRecord)) {
-        for (&partition, state) in &mut self.partitions {
+    pub fn take_changelog(&mut self, mut write: impl FnMut(ChangelogRecord<'_>)) {
+        let Core { partitions, payload, key, .. } = self;
+        for (&partition, state) in partitions.iter_mut() {
             for customer_id in state.dirty.drain(..) {
                 let Some(customer) = state.customers.get_mut(&customer_id) else { continue };
                 let Some(last_event) = customer.last_event.take() else { continue };
@@ -363,31 +374,26 @@ impl Core {
                     }
                 }
                 for day in customer.changed.drain(..).filter(|d| *d != latest_day) {
-                    let mut payload = Vec::with_capacity(384);
+                    payload.clear();
                     changelog::encode_day(
-                        &mut payload,
+                        payload,
                         &customer_id,
                         window,
                         day,
                         changelog::day_record_id(last_event, day),
                     );
-                    let key = changelog::day_key(&customer_id, day);
+                    changelog::write_day_key(key, &customer_id, day);
                     write(ChangelogRecord { partition, key, payload: Some(payload), timestamp_ms });
                 }
                 for day in customer.evicted.drain(..) {
-                    let key = changelog::day_key(&customer_id, day);
+                    changelog::write_day_key(key, &customer_id, day);
                     write(ChangelogRecord { partition, key, payload: None, timestamp_ms });
                 }
-                let mut payload = Vec::with_capacity(1024);
+                payload.clear();
                 let id = changelog::customer_record_id(last_event);
-                changelog::encode_customer(&mut payload, &customer_id, window, &features, id);
+                changelog::encode_customer(payload, &customer_id, window, &features, id);
                 customer.carried.push(latest_day);
-                write(ChangelogRecord {
-                    partition,
-                    key: customer_id.into_string(),
-                    payload: Some(payload),
-                    timestamp_ms,
-                });
+                write(ChangelogRecord { partition, key: &customer_id, payload: Some(payload), timestamp_ms });
             }
         }
     }
@@ -521,7 +527,19 @@ mod tests {
 
     /// Kafka's compaction: the latest record of each key, in offset order; with
     /// `drop_tombstones`, as after `delete.retention.ms`.
-    fn compact(records: &[ChangelogRecord], drop_tombstones: bool) -> Vec<ChangelogRecord> {
+    /// A changelog record as the broker keeps it.
+    #[derive(Debug, Clone)]
+    struct Written {
+        partition: i32,
+        key: String,
+        payload: Option<Vec<u8>>,
+    }
+
+    fn own(r: ChangelogRecord<'_>) -> Written {
+        Written { partition: r.partition, key: r.key.to_owned(), payload: r.payload.map(<[u8]>::to_vec) }
+    }
+
+    fn compact(records: &[Written], drop_tombstones: bool) -> Vec<Written> {
         let last: HashMap<&str, usize> = records.iter().enumerate().map(|(i, r)| (r.key.as_str(), i)).collect();
         records
             .iter()
@@ -544,10 +562,10 @@ mod tests {
                 late += 1;
             }
             if i % 37 == 0 {
-                core.take_changelog(|r| records.push(r));
+                core.take_changelog(|r| records.push(own(r)));
             }
         }
-        core.take_changelog(|r| records.push(r));
+        core.take_changelog(|r| records.push(own(r)));
         assert_eq!(late, 0, "the held-back events are within the allowed lateness");
         let tombstones = records.iter().filter(|r| r.payload.is_none()).count();
         assert!(tombstones > 12 * 40, "days left the 90-day ring: {tombstones} tombstones");
@@ -577,11 +595,11 @@ mod tests {
         }
         core.discard_changelog();
         let mut written = Vec::new();
-        core.take_changelog(|r| written.push(r));
+        core.take_changelog(|r| written.push(own(r)));
         assert!(written.is_empty());
         let last = events.last().unwrap();
         core.apply(0, last).unwrap();
-        core.take_changelog(|r| written.push(r));
+        core.take_changelog(|r| written.push(own(r)));
         let day = last.event_time.date_naive();
         let keys: Vec<_> = written.iter().map(|r| r.key.as_str()).collect();
         // The only changed day is the latest: it rides in the customer record.
@@ -610,13 +628,13 @@ mod tests {
             channel: Channel::CardPresent,
         };
         let mut core = Core::new(CoreConfig::default(), model.clone());
-        let mut batches: Vec<Vec<ChangelogRecord>> = Vec::new();
+        let mut batches: Vec<Vec<Written>> = Vec::new();
         let mut batch = |core: &mut Core, events: &[TransactionEvent]| {
             for e in events {
                 core.apply(0, e).unwrap();
             }
             let mut written = Vec::new();
-            core.take_changelog(|r| written.push(r));
+            core.take_changelog(|r| written.push(own(r)));
             batches.push(written);
         };
         batch(&mut core, &[event(1, 9, 1), event(1, 10, 2)]);
@@ -629,7 +647,7 @@ mod tests {
         assert_eq!(keys, [vec!["C1"], vec!["C1"], vec!["C1/2026-03-01", "C1"], vec!["C1/2026-03-01", "C1"]]);
 
         // Compacted, the log is one day record and the customer record carrying 2 March.
-        let log: Vec<ChangelogRecord> = batches.concat();
+        let log: Vec<Written> = batches.concat();
         let compacted = compact(&log, true);
         assert_eq!(compacted.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["C1/2026-03-01", "C1"]);
         let mut rebuilt = Core::new(CoreConfig::default(), model);

@@ -3,7 +3,9 @@
 //! `transactions`, outputs are RiskScores, the changelog is `customer-features` (one
 //! record per customer and changed day, see [`crate::changelog`]).
 
-use eventpipe_common::stream::{self, Input, Output, Outputs, Rejected, StageHandles, StatefulProcessor, StreamConfig};
+use eventpipe_common::stream::{
+    self, Input, OutputRef, Outputs, Rejected, StageHandles, StatefulProcessor, StreamConfig,
+};
 use eventpipe_common::topics::Topic;
 
 use crate::model_watch::ModelHandle;
@@ -16,12 +18,19 @@ pub struct FeatureStage {
     core: Core,
     model: ModelHandle,
     model_generation: u64,
+    /// The RiskScore being written (reused).
+    buffer: Vec<u8>,
 }
 
 impl FeatureStage {
     /// A stage with empty state, scoring with `model` (and its reloads).
     pub fn new(config: CoreConfig, model: ModelHandle) -> Self {
-        FeatureStage { core: Core::new(config, model.get()), model_generation: model.generation(), model }
+        FeatureStage {
+            core: Core::new(config, model.get()),
+            model_generation: model.generation(),
+            model,
+            buffer: Vec::with_capacity(512),
+        }
     }
 }
 
@@ -33,15 +42,15 @@ impl StatefulProcessor for FeatureStage {
         }
         let processed = self.core.process(input.partition, input.key, input.payload)?;
         if let Some(score) = processed.score {
-            let mut payload = Vec::with_capacity(512);
-            encode_score(&mut payload, &score);
-            out.push(Output {
+            self.buffer.clear();
+            encode_score(&mut self.buffer, &score);
+            out.send(OutputRef {
                 topic: Topic::RiskScores,
                 partition: input.partition,
-                key: score.customer_id.clone(),
-                payload: Some(payload),
+                key: &score.customer_id,
+                payload: Some(&self.buffer),
                 timestamp_ms: score.event_time.timestamp_millis(),
-                headers: input.trace.to_vec(),
+                headers: input.trace,
             });
         }
         Ok(())
@@ -49,13 +58,13 @@ impl StatefulProcessor for FeatureStage {
 
     fn end_batch(&mut self, out: &mut Outputs<'_>) {
         self.core.take_changelog(|record| {
-            out.push(Output {
+            out.send(OutputRef {
                 topic: Topic::CustomerFeatures,
                 partition: record.partition,
                 key: record.key,
                 payload: record.payload,
                 timestamp_ms: record.timestamp_ms,
-                headers: Vec::new(),
+                headers: &[],
             })
         });
     }
