@@ -137,47 +137,21 @@ pub struct Input<'a> {
     pub trace: &'a [(String, String)],
 }
 
-/// A record to produce. Outputs go to the input's partition number on co-partitioned
-/// topics, so a customer's outputs and state stay with the instance that owns it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Output {
-    pub topic: Topic,
-    pub partition: i32,
-    pub key: String,
-    /// The value; `None` is a tombstone (on a compacted topic: forget this key).
-    pub payload: Option<Vec<u8>>,
-    /// Record timestamp (the event time), in milliseconds.
-    pub timestamp_ms: i64,
-    /// Headers, e.g. the trace context of the input that caused the record.
-    pub headers: Vec<(String, String)>,
-}
-
-/// An [`Output`] borrowed from the processor's own buffers, for [`Outputs::send`],
-/// which copies it into the producer: no allocation of its own per record.
+/// A record to produce, borrowed from the processor's own buffers: [`Outputs::send`]
+/// copies it into the producer, so a record allocates nothing of its own. Outputs go
+/// to the input's partition number on co-partitioned topics, so a customer's outputs
+/// and state stay with the instance that owns it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OutputRef<'r> {
     pub topic: Topic,
     pub partition: i32,
     pub key: &'r str,
-    /// The value; `None` is a tombstone.
+    /// The value; `None` is a tombstone (on a compacted topic: forget this key).
     pub payload: Option<&'r [u8]>,
     /// Record timestamp (the event time), in milliseconds.
     pub timestamp_ms: i64,
+    /// Headers, e.g. the trace context of the input that caused the record.
     pub headers: &'r [(String, String)],
-}
-
-impl Output {
-    /// This output, borrowed.
-    pub fn borrowed(&self) -> OutputRef<'_> {
-        OutputRef {
-            topic: self.topic,
-            partition: self.partition,
-            key: &self.key,
-            payload: self.payload.as_deref(),
-            timestamp_ms: self.timestamp_ms,
-            headers: &self.headers,
-        }
-    }
 }
 
 /// Where a processor puts the records it produces. Each is handed to the producer at
@@ -194,11 +168,6 @@ pub struct Outputs<'a> {
 impl<'a> Outputs<'a> {
     fn new(settings: &'a Settings, producer: &'a StageProducer, batch: &'a mut Batch) -> Self {
         Outputs { settings, producer, batch, error: None }
-    }
-
-    /// Produces `output` in the open batch.
-    pub fn push(&mut self, output: Output) {
-        self.send(output.borrowed());
     }
 
     /// Produces a copy of `output` in the open batch.

@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 
 use eventpipe_common::events::RiskScore;
 use eventpipe_common::stream::{
-    check_keyed_event, decode_json, reasons, Input, Output, Outputs, Rejected, StatefulProcessor,
+    check_keyed_event, decode_json, reasons, Input, OutputRef, Outputs, Rejected, StatefulProcessor,
 };
 use eventpipe_common::topics::Topic;
 
@@ -69,12 +69,18 @@ pub fn decode(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<RiskScore, R
 pub struct InterventionStage {
     engine: Engine<Vec<(String, String)>>,
     metrics: Arc<InterventionMetrics>,
+    /// The record being written (reused).
+    payload: Vec<u8>,
 }
 
 impl InterventionStage {
     /// A stage with empty state. `partitions` is the risk-scores topic's partition count.
     pub fn new(settings: &InterventionSettings, partitions: u32, metrics: Arc<InterventionMetrics>) -> Self {
-        InterventionStage { engine: Engine::new(&settings.rules, settings.capacity.clone(), partitions), metrics }
+        InterventionStage {
+            engine: Engine::new(&settings.rules, settings.capacity.clone(), partitions),
+            metrics,
+            payload: Vec::with_capacity(512),
+        }
     }
 }
 
@@ -99,13 +105,15 @@ impl StatefulProcessor for InterventionStage {
             match decided.decision {
                 Decision::Fired(intervention) => {
                     self.metrics.fired.get_or_create(&ActionLabel { action: intervention.action.clone() }).inc();
-                    out.push(Output {
+                    self.payload.clear();
+                    serde_json::to_writer(&mut self.payload, &intervention).expect("Intervention serializes");
+                    out.send(OutputRef {
                         topic: Topic::Interventions,
                         partition: decided.partition,
-                        key: intervention.customer_id.clone(),
-                        payload: Some(serde_json::to_vec(&intervention).expect("Intervention serializes")),
+                        key: &intervention.customer_id,
+                        payload: Some(&self.payload),
                         timestamp_ms: intervention.event_time.timestamp_millis(),
-                        headers: decided.tag,
+                        headers: &decided.tag,
                     });
                 }
                 Decision::Suppressed { why, .. } => {
@@ -116,13 +124,15 @@ impl StatefulProcessor for InterventionStage {
         }
         for (partition, record) in self.engine.take_changelog() {
             let timestamp_ms = chrono::Utc::now().timestamp_millis();
-            out.push(Output {
+            self.payload.clear();
+            serde_json::to_writer(&mut self.payload, &record).expect("StateRecord serializes");
+            out.send(OutputRef {
                 topic: Topic::InterventionState,
                 partition,
-                key: record.key(),
-                payload: Some(serde_json::to_vec(&record).expect("StateRecord serializes")),
+                key: &record.key(),
+                payload: Some(&self.payload),
                 timestamp_ms,
-                headers: Vec::new(),
+                headers: &[],
             });
         }
     }
