@@ -453,41 +453,27 @@ impl CustomerWindow {
         let sums = self.sums.unwrap_or_else(|| self.sums_by_pass());
         let last_30 = sums.last_30;
 
-        // The closing balances of each of the 30 days ending with `as_of` (oldest
-        // first, carried forward over days without activity), and the lowest intraday
-        // balance of the last 7 days. Slot i of `closing` holds a balance if bit i of
-        // `known` is set; carried forward, the slots from `first` on hold one.
-        let mut closing = [0i64; 30];
-        let mut known = 0u32;
-        let mut carried: Option<i64> = None;
-        let mut min_balance_7: Option<i64> = None;
-        for key in self.ring.keys.iter().rev() {
-            let age = as_of - key.number;
-            if age >= 30 {
-                // The newest day before the 30-day window carries into it.
-                carried = Some(key.closing);
-                break;
+        // The 30 days ending with `as_of`: each day's closing balance is its own, or
+        // carried forward from the last earlier active day (the newest day before the
+        // window carries into it; before the first balance there is none). A balance
+        // holds for a run of days, up to the next active day: the runs are summed
+        // whole, so this looks at each active day once, not at each day.
+        let window_start = as_of - 29;
+        let from = self.ring.first_at(window_start);
+        let mut run = from.checked_sub(1).map(|i| (self.ring.keys[i].closing, window_start));
+        let mut balances = Balances::default();
+        for key in self.ring.keys.range(from..).take_while(|k| k.number <= as_of) {
+            if let Some((closing, since)) = run {
+                balances.hold(closing, key.number - since, as_of - key.number < 6);
             }
-            if age < 0 {
-                continue;
-            }
-            let slot = (29 - age) as usize;
-            closing[slot] = key.closing;
-            known |= 1 << slot;
-            if age < 7 {
-                min_balance_7 = Some(min_balance_7.map_or(key.low, |m| m.min(key.low)));
+            run = Some((key.closing, key.number));
+            if as_of - key.number < 7 {
+                balances.low(key.low);
             }
         }
-        // Before the first known day, with nothing carried in, there is no balance.
-        let first = if carried.is_some() { 0 } else { known.trailing_zeros().min(30) as usize };
-        for (i, slot) in closing.iter_mut().enumerate().skip(first) {
-            if known & (1 << i) == 0 {
-                *slot = carried.expect("a balance is carried from slot `first` on");
-            }
-            carried = Some(*slot);
+        if let Some((closing, since)) = run {
+            balances.hold(closing, as_of + 1 - since, true);
         }
-        let closing = &closing[first..];
-        let closing_7 = &closing[closing.len().saturating_sub(7)..];
 
         let salary_days_late = i64::from(match self.salaries.last() {
             Some(s) => as_of - day_number(s.day) - SALARY_CYCLE_DAYS as i32,
@@ -506,10 +492,9 @@ impl CustomerWindow {
         };
 
         // Lowest balance over 7 days: intraday minima, and carried balances on quiet days.
-        let balance_min_7d = min_balance_7.into_iter().chain(closing_7.iter().copied()).min().map_or(0.0, major);
-
-        let balance_trend_30d = slope_of_days(first, closing);
-        let days_overdrawn_30d = closing.iter().filter(|b| **b < 0).count() as f64;
+        let balance_min_7d = balances.low_7.map_or(0.0, major);
+        let balance_trend_30d = balances.slope();
+        let days_overdrawn_30d = f64::from(balances.overdrawn);
 
         let (inflow, outflow) = (last_30.inflow, last_30.outflow);
         let share = |part: i64| {
@@ -603,27 +588,62 @@ impl CustomerWindow {
     }
 }
 
-/// [`slope`] of the balances `closing` (minor units) over their day numbers `first`,
-/// `first + 1`, …: the same value, bit for bit. With x consecutive, x's mean (a whole or
-/// half number) and its squared deviations are exact in any order, so their sums are
-/// taken in closed form; only y's are summed.
-fn slope_of_days(first: usize, closing: &[i64]) -> f64 {
-    let len = closing.len();
-    if len < 2 {
-        return 0.0;
+/// The closing balances of a run of consecutive days (minor units), taken in runs of
+/// days that hold one balance, oldest first.
+#[derive(Debug, Default)]
+struct Balances {
+    /// Days so far; they are numbered 0, 1, … in order.
+    days: i64,
+    /// Σ y and Σ i·yᵢ over those days, exact.
+    sum: i128,
+    sum_weighted: i128,
+    /// Days closing below zero.
+    overdrawn: u32,
+    /// The lowest balance of the last 7 days, intraday lows included.
+    low_7: Option<i64>,
+}
+
+impl Balances {
+    /// `days` more days closing at `balance`; `recent` when the last of them is one of
+    /// the last 7.
+    fn hold(&mut self, balance: i64, days: i32, recent: bool) {
+        if days <= 0 {
+            return;
+        }
+        let (g, first) = (i64::from(days), self.days);
+        let y = i128::from(balance);
+        self.sum += y * i128::from(g);
+        // Σ over i = first … first + g − 1 of i·y (the day counts are small).
+        self.sum_weighted += y * i128::from(g * first + g * (g - 1) / 2);
+        self.days += g;
+        if balance < 0 {
+            self.overdrawn += days as u32;
+        }
+        if recent {
+            self.low(balance);
+        }
     }
-    let n = len as f64;
-    let mut y = [0.0; 30];
-    for (y, b) in y.iter_mut().zip(closing) {
-        *y = major(*b);
+
+    fn low(&mut self, balance: i64) {
+        self.low_7 = Some(self.low_7.map_or(balance, |m| m.min(balance)));
     }
-    let y = &y[..len];
-    let mean_x = (first + len - 1 + first) as f64 / 2.0;
-    let mean_y = y.iter().sum::<f64>() / n;
-    // Σ (x − mean)² over `len` consecutive x.
-    let sxx = (len * (len * len - 1)) as f64 / 12.0;
-    let sxy: f64 = y.iter().enumerate().map(|(i, y)| ((first + i) as f64 - mean_x) * (y - mean_y)).sum();
-    sxy / sxx
+
+    /// The least-squares slope of the balances over their days, in major units per
+    /// day: with x = 0, 1, …, n − 1, n·Σ(x − x̄)(y − ȳ) = n·Σxy − Σx·Σy and
+    /// n·Σ(x − x̄)² = n²(n² − 1)/12. The sums are exact integers, so only the final
+    /// division rounds ([`slope`]'s value, to within its own rounding). 0 for fewer
+    /// than two days.
+    fn slope(&self) -> f64 {
+        if self.days < 2 {
+            return 0.0;
+        }
+        let n = self.days;
+        let numerator = i128::from(n) * self.sum_weighted - i128::from(n * (n - 1) / 2) * self.sum;
+        let denominator = n * n * (n * n - 1) / 12;
+        // Exact as an i64 for any balance a bank holds; the i128 conversion otherwise.
+        let numerator = i64::try_from(numerator).map_or_else(|_| numerator as f64, |v| v as f64);
+        numerator / (denominator as f64 * 100.0)
+    }
 }
 
 /// Least-squares slope of y over x; 0 with fewer than two distinct x (the definition
@@ -779,11 +799,13 @@ mod tests {
             let expected = by_definition(w);
             assert_eq!(reported(w), expected[..7], "event {i}");
             let f = w.features();
-            // Bit for bit: the same sums in the same order.
-            assert_eq!(
-                [f.balance_min_7d, f.balance_trend_30d, f.days_overdrawn_30d],
-                balances_by_definition(w),
-                "event {i}"
+            let [min_7d, trend, overdrawn] = balances_by_definition(w);
+            assert_eq!([f.balance_min_7d, f.days_overdrawn_30d], [min_7d, overdrawn], "event {i}");
+            // The slope from exact sums; the definition rounds at every step.
+            assert!(
+                (f.balance_trend_30d - trend).abs() <= 1e-9 + 1e-12 * trend.abs(),
+                "event {i}: {} {trend}",
+                f.balance_trend_30d
             );
             let (disc, before) = (expected[7], expected[8]);
             let change = ((disc - before) / before.max(RATIO_FLOOR_MINOR as f64)).clamp(-1.0, 5.0);
