@@ -40,11 +40,12 @@ impl<'a> Object<'a> {
         self.out.extend_from_slice(b"\":");
     }
 
-    /// Text that needs no escaping, quoted.
-    fn ascii(&mut self, name: &'static str, text: &str) {
+    /// Text that needs no escaping (ASCII without quotes, backslashes or control
+    /// characters), quoted.
+    fn ascii(&mut self, name: &'static str, text: &[u8]) {
         self.key(name);
         self.out.push(b'"');
-        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(text);
         self.out.push(b'"');
     }
 
@@ -56,12 +57,12 @@ impl<'a> Object<'a> {
 
     pub fn uuid(&mut self, name: &'static str, value: Uuid) {
         let mut buffer = Uuid::encode_buffer();
-        self.ascii(name, value.hyphenated().encode_lower(&mut buffer));
+        self.ascii(name, value.hyphenated().encode_lower(&mut buffer).as_bytes());
     }
 
     pub fn date(&mut self, name: &'static str, value: NaiveDate) {
         let mut buffer = [0u8; 10];
-        match Date(value).text(&mut buffer) {
+        match Date(value).ascii(&mut buffer) {
             Some(text) => self.ascii(name, text),
             None => self.serde(name, &value),
         }
@@ -69,7 +70,7 @@ impl<'a> Object<'a> {
 
     pub fn timestamp(&mut self, name: &'static str, value: DateTime<Utc>) {
         let mut buffer = [0u8; 30];
-        match Timestamp(value).text(&mut buffer) {
+        match Timestamp(value).ascii(&mut buffer) {
             Some(text) => self.ascii(name, text),
             None => self.serde(name, &value),
         }

@@ -66,9 +66,17 @@ pub fn deserialize_utc<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Dat
     deserializer.deserialize_str(UtcVisitor)
 }
 
+/// "00", "01", … "99": two digits per lookup.
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// `v` (below 100) as two digits at `out[at..]`.
 fn push2(out: &mut [u8], at: usize, v: u32) {
-    out[at] = b'0' + (v / 10) as u8;
-    out[at + 1] = b'0' + (v % 10) as u8;
+    let i = v as usize * 2;
+    out[at..at + 2].copy_from_slice(&PAIRS[i..i + 2]);
 }
 
 /// `YYYY-MM-DD` into `out[..10]`; `false` for years outside 0..=9999.
@@ -92,9 +100,14 @@ fn write_date(out: &mut [u8], date: NaiveDate) -> bool {
 pub struct Date(pub NaiveDate);
 
 impl Date {
+    /// The text's bytes (ASCII), into `buffer`; `None` where chrono writes another shape.
+    pub fn ascii(self, buffer: &mut [u8; 10]) -> Option<&[u8]> {
+        write_date(buffer, self.0).then_some(&buffer[..])
+    }
+
     /// The text, into `buffer`; `None` where chrono writes another shape.
     pub fn text(self, buffer: &mut [u8; 10]) -> Option<&str> {
-        write_date(buffer, self.0).then(|| std::str::from_utf8(buffer).expect("ASCII"))
+        self.ascii(buffer).map(|b| std::str::from_utf8(b).expect("ASCII"))
     }
 }
 
@@ -103,37 +116,53 @@ impl Date {
 pub struct Timestamp(pub DateTime<Utc>);
 
 impl Timestamp {
-    /// The text, into `out`; `None` where chrono writes another shape (a leap second or
-    /// a far year).
-    pub fn text(self, out: &mut [u8; 30]) -> Option<&str> {
+    /// The text's bytes (ASCII), into `out`; `None` where chrono writes another shape
+    /// (a leap second or a far year).
+    pub fn ascii(self, out: &mut [u8; 30]) -> Option<&[u8]> {
         let t = self.0.naive_utc();
         let nanos = t.nanosecond();
         if nanos >= 1_000_000_000 || !write_date(out, t.date()) {
             return None;
         }
+        let seconds = t.num_seconds_from_midnight();
         out[10] = b'T';
-        push2(out, 11, t.hour());
+        push2(out, 11, seconds / 3600);
         out[13] = b':';
-        push2(out, 14, t.minute());
+        push2(out, 14, seconds / 60 % 60);
         out[16] = b':';
-        push2(out, 17, t.second());
-        let (mut len, fraction, width) = match nanos {
-            0 => (19, 0, 0),
-            n if n % 1_000_000 == 0 => (19, n / 1_000_000, 3),
-            n if n % 1_000 == 0 => (19, n / 1_000, 6),
-            n => (19, n, 9),
+        push2(out, 17, seconds % 60);
+        // chrono writes the fraction in 3, 6 or 9 digits, as few as show it exactly.
+        let (fraction, width) = match nanos {
+            0 => (0, 0),
+            n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+            n if n % 1_000 == 0 => (n / 1_000, 6),
+            n => (n, 9),
         };
+        let mut len = 19;
         if width > 0 {
-            out[len] = b'.';
+            out[19] = b'.';
             let mut f = fraction;
-            for i in (0..width).rev() {
-                out[len + 1 + i] = b'0' + (f % 10) as u8;
+            let mut at = 20 + width;
+            // Two digits at a time from the right, and one more when `width` is odd.
+            if width % 2 == 1 {
+                at -= 1;
+                out[at] = b'0' + (f % 10) as u8;
                 f /= 10;
             }
-            len += 1 + width;
+            while at > 20 {
+                at -= 2;
+                push2(out, at, f % 100);
+                f /= 100;
+            }
+            len = 20 + width;
         }
         out[len] = b'Z';
-        Some(std::str::from_utf8(&out[..len + 1]).expect("ASCII"))
+        Some(&out[..len + 1])
+    }
+
+    /// The text, into `out`; `None` where chrono writes another shape.
+    pub fn text(self, out: &mut [u8; 30]) -> Option<&str> {
+        self.ascii(out).map(|b| std::str::from_utf8(b).expect("ASCII"))
     }
 }
 
@@ -193,6 +222,14 @@ mod tests {
         let mut times = vec![base, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC, DateTime::UNIX_EPOCH];
         for nanos in [1, 10, 999, 1_000, 120_000, 1_000_000, 500_000_000, 999_999_999, 123_456_789] {
             times.push(base + TimeDelta::nanoseconds(nanos));
+        }
+        // Every part of the text: times of day, dates over the four-digit years, and
+        // fractions of each width, spread by a large prime step.
+        let year_zero = NaiveDate::from_ymd_opt(0, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc();
+        for i in 0..20_000i64 {
+            let seconds = i * 15_778_463 % (10_000 * 31_556_952);
+            let nanos = [0, 7_000_000, 123_000, 987_654_321, 40][i as usize % 5];
+            times.push(year_zero + TimeDelta::seconds(seconds) + TimeDelta::nanoseconds(nanos));
         }
         let leap = NaiveDate::from_ymd_opt(2016, 12, 31).unwrap().and_hms_milli_opt(23, 59, 59, 1_500).unwrap();
         times.push(leap.and_utc());
