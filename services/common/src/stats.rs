@@ -37,6 +37,8 @@ pub struct StageMetrics {
     dead_lettered: Family<ReasonLabel, Counter>,
     latency: Histogram,
     lag: Gauge,
+    /// Latencies recorded: input records whose batch committed.
+    committed: AtomicU64,
     window: Window,
 }
 
@@ -60,6 +62,7 @@ impl StageMetrics {
             dead_lettered: Family::default(),
             latency: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             lag: Gauge::default(),
+            committed: AtomicU64::new(0),
             window: Window {
                 consumed: AtomicU64::new(0),
                 produced: AtomicU64::new(0),
@@ -106,6 +109,7 @@ impl StageMetrics {
 
     /// Records one processing latency.
     pub fn record_latency(&self, latency: Duration) {
+        self.committed.fetch_add(1, Ordering::Relaxed);
         self.latency.observe(latency.as_secs_f64());
         let us = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
         self.window.latency_us.lock().unwrap_or_else(|e| e.into_inner()).saturating_record(us);
@@ -115,9 +119,16 @@ impl StageMetrics {
     pub fn record_latencies(&self, latencies: impl IntoIterator<Item = Duration>) {
         let mut window = self.window.latency_us.lock().unwrap_or_else(|e| e.into_inner());
         for latency in latencies {
+            self.committed.fetch_add(1, Ordering::Relaxed);
             self.latency.observe(latency.as_secs_f64());
             window.saturating_record((latency.as_micros() as u64).clamp(1, 3_600_000_000));
         }
+    }
+
+    /// How many latencies were recorded since the start: the input records whose
+    /// processing was committed (the latency histogram's count, without encoding it).
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
     }
 
     /// Sets the current consumer lag.
@@ -217,5 +228,11 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("eventpipe_records_consumed_total 5"), "{text}");
         assert!(text.contains("eventpipe_records_dead_lettered_total{reason=\"late\"} 1"), "{text}");
+        // Committed records outlive the window, as the histogram's count does.
+        m.record_latencies([Duration::from_millis(3), Duration::from_millis(4)]);
+        assert_eq!(m.committed(), 102);
+        text.clear();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("eventpipe_processing_latency_seconds_count 102"), "{text}");
     }
 }
