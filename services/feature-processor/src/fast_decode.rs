@@ -31,23 +31,32 @@ pub fn decode(text: &str) -> Option<TransactionView<'_>> {
     if r.peek()? == b'}' {
         return None; // missing fields: serde_json says which
     }
-    // Producers write the fields in the struct's order: the key after the last one read
-    // is tried first as a whole (`"name":`), and scanned and matched only when it is not.
+    // Producers write the fields in the struct's order, without spaces: the separator
+    // and key after the last field read are tried first as a whole (`,"name":`), and
+    // the separator and key are read and matched one by one only when they are not.
     let mut next = 0;
     loop {
-        let field = match FIELDS.get(next).filter(|(quoted, _)| r.literal(quoted)) {
+        let field = match FIELDS.get(next).filter(|(key, _)| r.literal(if next == 0 { &key[1..] } else { key })) {
             Some(&(_, field)) => field,
             None => {
+                if next > 0 {
+                    r.skip_ws();
+                    match r.next()? {
+                        b',' => r.skip_ws(),
+                        b'}' => break,
+                        _ => return None,
+                    }
+                }
                 let key = r.string()?;
                 r.skip_ws();
                 r.eat(b':')?;
-                FIELDS.iter().find(|(quoted, _)| &quoted[1..quoted.len() - 2] == key)?.1
+                FIELDS.iter().find(|(quoted, _)| &quoted[2..quoted.len() - 2] == key)?.1
             }
         };
         next = field as usize + 1;
         r.skip_ws();
         match field {
-            Field::EventId => set(&mut f.event_id, from_str(r.token()?)?)?,
+            Field::EventId => set(&mut f.event_id, r.uuid()?)?,
             Field::EventTime => set(&mut f.event_time, crate::rfc3339::parse_utc(r.token()?).ok()?)?,
             Field::SchemaVersion => set(&mut f.schema_version, u32::try_from(r.integer()?).ok()?)?,
             Field::CustomerId => set(&mut f.customer_id, r.string()?)?,
@@ -61,12 +70,6 @@ pub fn decode(text: &str) -> Option<TransactionView<'_>> {
                 set(&mut f.merchant_category, category)?
             }
             Field::Channel => set(&mut f.channel, from_str(r.token()?)?)?,
-        }
-        r.skip_ws();
-        match r.next()? {
-            b',' => r.skip_ws(),
-            b'}' => break,
-            _ => return None,
         }
     }
     r.skip_ws();
@@ -104,19 +107,20 @@ enum Field {
     Channel,
 }
 
-/// Each field's key as written, quoted and with its colon, in [`Field`]'s order.
+/// Each field's key as written after the field before it: a comma, the key quoted, and
+/// its colon, in [`Field`]'s order.
 const FIELDS: [(&str, Field); 11] = [
-    ("\"event_id\":", Field::EventId),
-    ("\"event_time\":", Field::EventTime),
-    ("\"schema_version\":", Field::SchemaVersion),
-    ("\"customer_id\":", Field::CustomerId),
-    ("\"account_id\":", Field::AccountId),
-    ("\"kind\":", Field::Kind),
-    ("\"amount_minor\":", Field::AmountMinor),
-    ("\"currency\":", Field::Currency),
-    ("\"balance_after_minor\":", Field::BalanceAfterMinor),
-    ("\"merchant_category\":", Field::MerchantCategory),
-    ("\"channel\":", Field::Channel),
+    (",\"event_id\":", Field::EventId),
+    (",\"event_time\":", Field::EventTime),
+    (",\"schema_version\":", Field::SchemaVersion),
+    (",\"customer_id\":", Field::CustomerId),
+    (",\"account_id\":", Field::AccountId),
+    (",\"kind\":", Field::Kind),
+    (",\"amount_minor\":", Field::AmountMinor),
+    (",\"currency\":", Field::Currency),
+    (",\"balance_after_minor\":", Field::BalanceAfterMinor),
+    (",\"merchant_category\":", Field::MerchantCategory),
+    (",\"channel\":", Field::Channel),
 ];
 
 #[derive(Default)]
@@ -273,6 +277,23 @@ impl<'a> Reader<'a> {
         self.at = end + 1;
         // Both ends are ASCII quotes, so these are character boundaries.
         Some(&self.text[start..end])
+    }
+
+    /// A UUID string. The hyphenated form, which producers write, is 36 characters of
+    /// hex digits and hyphens: when the 37th is the closing quote and the 36 parse,
+    /// they are the whole string (a quote would not parse), read without scanning for
+    /// the quote. Otherwise the string goes through uuid's own `Deserialize`, as serde_json
+    /// hands it over.
+    fn uuid(&mut self) -> Option<uuid::Uuid> {
+        let start = self.at + 1;
+        let bytes = self.text.as_bytes();
+        if bytes.get(self.at) == Some(&b'"') && bytes.get(start + 36) == Some(&b'"') {
+            if let Ok(id) = uuid::Uuid::try_parse_ascii(&bytes[start..start + 36]) {
+                self.at = start + 37;
+                return Some(id);
+            }
+        }
+        from_str(self.token()?)
     }
 
     /// `-?(0|[1-9][0-9]*)` that fits an i64 and is not `-0` (serde_json reads that as
