@@ -26,7 +26,7 @@ use eventpipe_common::events::{derived_event_id, CustomerFeatures, DayBucket, Fe
 
 use crate::json::Object;
 use crate::rfc3339::Date;
-use crate::window::{date_of, day_number, CustomerWindow};
+use crate::window::{date_of, day_number, utc_day, CustomerWindow};
 
 /// The key of a customer's record for day number `day`: `customer_id/YYYY-MM-DD`.
 pub fn day_key(customer_id: &str, day: i32) -> String {
@@ -123,7 +123,7 @@ pub fn encode_customer(
     event_id: Uuid,
 ) {
     let event_time = window.latest_event_time().expect("a changed window has an event");
-    let as_of = event_time.date_naive();
+    let as_of = utc_day(event_time);
     let mut o = Object::new(out);
     o.envelope(event_id, event_time, SCHEMA_VERSION, customer_id);
     o.date("as_of", as_of);
@@ -171,9 +171,9 @@ pub fn customer_record(
         event_time,
         schema_version: SCHEMA_VERSION,
         customer_id: customer_id.to_owned(),
-        as_of: event_time.date_naive(),
+        as_of: utc_day(event_time),
         features: features.clone(),
-        days: window.bucket(day_number(event_time.date_naive())).into_iter().cloned().collect(),
+        days: window.bucket(day_number(utc_day(event_time))).into_iter().cloned().collect(),
         salaries: window.salaries().to_vec(),
         last_score: window.last_score,
     })

@@ -26,7 +26,7 @@ pub use eventpipe_common::stream::Rejected;
 use crate::changelog::{self, CustomerDay};
 use crate::json::Object;
 use crate::model::{RiskModel, Scorer};
-use crate::window::{day_number, Applied, CustomerWindow, Posting};
+use crate::window::{day_number, utc_day, Applied, CustomerWindow, Posting};
 
 /// Dead-letter reasons.
 pub mod reasons {
@@ -304,7 +304,7 @@ impl Core {
             }
         };
         customer.features = None;
-        let day = event.event_time.date_naive();
+        let day = utc_day(event.event_time);
         let number = day_number(day);
         if customer.last_event.is_none() {
             state.dirty.push(CompactString::from(event.customer_id.as_ref()));
@@ -366,7 +366,7 @@ impl Core {
                 let window = &customer.window;
                 let Some(latest) = window.latest_event_time() else { continue };
                 let timestamp_ms = latest.timestamp_millis();
-                let latest_day = day_number(latest.date_naive());
+                let latest_day = day_number(utc_day(latest));
                 // Days the previous customer record carried now need records of their own.
                 for day in customer.carried.drain(..) {
                     if day != latest_day && window.bucket(day).is_some() && !customer.changed.contains(&day) {

@@ -40,6 +40,12 @@ pub enum Applied {
     Late { behind: TimeDelta },
 }
 
+/// The UTC day of `time`: `date_naive()` without its (here zero) offset addition,
+/// which is a checked date-time addition on the hot path.
+pub fn utc_day(time: DateTime<Utc>) -> NaiveDate {
+    time.naive_utc().date()
+}
+
 /// The day number (days since 0001-01-01, day 1) of a date.
 pub fn day_number(day: NaiveDate) -> i32 {
     day.num_days_from_ce()
@@ -293,7 +299,7 @@ impl CustomerWindow {
 
     /// The customer's latest event-time day.
     pub fn latest_day(&self) -> Option<NaiveDate> {
-        self.latest_event_time.map(|t| t.date_naive())
+        self.latest_event_time.map(utc_day)
     }
 
     /// The daily buckets, oldest first.
@@ -319,7 +325,7 @@ impl CustomerWindow {
     /// Applies `p` unless it is late; the day numbers of buckets that fall out of the
     /// ring are pushed onto `evicted`.
     pub fn apply_posting(&mut self, p: &Posting, allowed_lateness: TimeDelta, evicted: &mut Vec<i32>) -> Applied {
-        let day = p.event_time.date_naive();
+        let day = utc_day(p.event_time);
         let number = day_number(day);
         let new_day = match self.latest_event_time {
             None => true,
@@ -537,7 +543,7 @@ impl CustomerWindow {
             event_time,
             schema_version: SCHEMA_VERSION,
             customer_id: customer_id.to_owned(),
-            as_of: event_time.date_naive(),
+            as_of: utc_day(event_time),
             features: self.features(),
             days: self.days().cloned().collect(),
             salaries: self.salaries.to_vec(),
@@ -561,7 +567,7 @@ impl CustomerWindow {
             self.merge_day(bucket.clone());
         }
         self.latest_event_time = Some(record.event_time);
-        self.latest = day_number(record.event_time.date_naive());
+        self.latest = day_number(utc_day(record.event_time));
         self.salaries = record.salaries.iter().copied().collect();
         self.last_score = record.last_score;
         // The sums are summed again when next needed.
