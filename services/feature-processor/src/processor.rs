@@ -525,8 +525,6 @@ mod tests {
         }
     }
 
-    /// Kafka's compaction: the latest record of each key, in offset order; with
-    /// `drop_tombstones`, as after `delete.retention.ms`.
     /// A changelog record as the broker keeps it.
     #[derive(Debug, Clone)]
     struct Written {
@@ -539,6 +537,8 @@ mod tests {
         Written { partition: r.partition, key: r.key.to_owned(), payload: r.payload.map(<[u8]>::to_vec) }
     }
 
+    /// Kafka's compaction: the latest record of each key, in offset order; with
+    /// `drop_tombstones`, as after `delete.retention.ms`.
     fn compact(records: &[Written], drop_tombstones: bool) -> Vec<Written> {
         let last: HashMap<&str, usize> = records.iter().enumerate().map(|(i, r)| (r.key.as_str(), i)).collect();
         records
