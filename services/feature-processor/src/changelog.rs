@@ -28,14 +28,8 @@ use crate::json::Object;
 use crate::rfc3339::Date;
 use crate::window::{date_of, day_number, utc_day, CustomerWindow};
 
-/// The key of a customer's record for day number `day`: `customer_id/YYYY-MM-DD`.
-pub fn day_key(customer_id: &str, day: i32) -> String {
-    let mut key = String::with_capacity(customer_id.len() + 11);
-    write_day_key(&mut key, customer_id, day);
-    key
-}
-
-/// [`day_key`], written over `key`.
+/// Writes over `key` the key of a customer's record for day number `day`:
+/// `customer_id/YYYY-MM-DD`.
 pub fn write_day_key(key: &mut String, customer_id: &str, day: i32) {
     key.clear();
     key.push_str(customer_id);
@@ -188,7 +182,9 @@ mod tests {
     #[test]
     fn keys_carry_the_day_and_parse_back() {
         let day = day_number(NaiveDate::from_ymd_opt(2026, 3, 9).unwrap());
-        assert_eq!(day_key("C0000001", day), "C0000001/2026-03-09");
+        let mut key = "left over".to_owned();
+        write_day_key(&mut key, "C0000001", day);
+        assert_eq!(key, "C0000001/2026-03-09");
         assert_eq!(parse_day_key("C0000001/2026-03-09"), Some(("C0000001", day)));
         assert_eq!(parse_day_key("a/b/2026-03-09"), Some(("a/b", day)));
         assert_eq!(parse_day_key("C0000001"), None);
