@@ -1,6 +1,7 @@
-//! A feature-processor process killed with SIGKILL: its replacement (a new pod name, so
-//! a new transactional.id) restores the state from the changelog, resumes from the
-//! committed offsets, and the read_committed output holds every RiskScore exactly once.
+//! A feature-processor process killed with SIGKILL: its replacement (in a new pod, so with
+//! a new transactional.id, or restarted in the same pod) restores the state from the
+//! changelog, resumes from the committed offsets, and the read_committed output holds
+//! every RiskScore exactly once.
 //! Needs a broker with real transactions (see `TestBroker::start_transactional`).
 //!
 //! Killed mid-transaction, the dead instance's transaction stays open until the broker
