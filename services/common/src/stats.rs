@@ -37,6 +37,8 @@ pub struct StageMetrics {
     dead_lettered: Family<ReasonLabel, Counter>,
     latency: Histogram,
     lag: Gauge,
+    restored: Counter,
+    restore_seconds: Histogram,
     /// Latencies recorded: input records whose batch committed.
     committed: AtomicU64,
     window: Window,
@@ -62,6 +64,8 @@ impl StageMetrics {
             dead_lettered: Family::default(),
             latency: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             lag: Gauge::default(),
+            restored: Counter::default(),
+            restore_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             committed: AtomicU64::new(0),
             window: Window {
                 consumed: AtomicU64::new(0),
@@ -86,6 +90,16 @@ impl StageMetrics {
             metrics.latency.clone(),
         );
         r.register("consumer_lag", "Records behind the end of the assigned input partitions", metrics.lag.clone());
+        r.register(
+            "state_restored_records",
+            "Changelog records applied while rebuilding assigned partitions' state",
+            metrics.restored.clone(),
+        );
+        r.register(
+            "state_restore_seconds",
+            "Time to rebuild assigned partitions' state from the changelog, per restore (the stage is not ready meanwhile)",
+            metrics.restore_seconds.clone(),
+        );
         Arc::new(metrics)
     }
 
@@ -135,6 +149,17 @@ impl StageMetrics {
     pub fn set_lag(&self, lag: u64) {
         self.lag.set(lag as i64);
         self.window.lag.store(lag, Ordering::Relaxed);
+    }
+
+    /// Records one restore of state from the changelog: `records` applied in `took`.
+    pub fn record_restore(&self, records: u64, took: Duration) {
+        self.restored.inc_by(records);
+        self.restore_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Changelog records applied in restores since the start.
+    pub fn restored_records(&self) -> u64 {
+        self.restored.get()
     }
 
     /// Closes the current window and returns its StageStats.
@@ -234,5 +259,19 @@ mod tests {
         text.clear();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("eventpipe_processing_latency_seconds_count 102"), "{text}");
+    }
+
+    #[test]
+    fn restores_are_counted_and_timed() {
+        let mut registry = Registry::default();
+        let m = StageMetrics::new(&mut registry, "feature-processor", "fp-0");
+        m.record_restore(120, Duration::from_millis(300));
+        m.record_restore(0, Duration::from_millis(20));
+        assert_eq!(m.restored_records(), 120);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("eventpipe_state_restored_records_total 120"), "{text}");
+        assert!(text.contains("eventpipe_state_restore_seconds_count 2"), "{text}");
+        assert!(text.contains("eventpipe_state_restore_seconds_sum 0.32"), "{text}");
     }
 }

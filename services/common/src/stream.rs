@@ -705,13 +705,16 @@ impl<P: StatefulProcessor> Loop<P> {
         self.producer.context().abandon_before(self.next_batch);
         self.processor.abort_batch();
         let assigned = self.assigned.clone();
+        self.readiness.set(false);
         if let Err(e) = self.restore(&assigned) {
             self.fatal = Some(e);
             return;
         }
         if let Err(e) = rewind(consumer, self.topic(self.config.input), &assigned) {
             self.fatal = Some(StreamError::Fatal { step: "rewind", source: e });
+            return;
         }
+        self.readiness.set(true);
     }
 
     /// Rebuilds `partitions`' state from the changelog (committed records only).
@@ -756,7 +759,9 @@ impl<P: StatefulProcessor> Loop<P> {
             }
         }
         let entries: usize = partitions.iter().map(|p| self.processor.entries_in(*p)).sum();
-        tracing::info!(?partitions, records, entries, seconds = started.elapsed().as_secs_f64(), "state restored");
+        let took = started.elapsed();
+        self.metrics.record_restore(records, took);
+        tracing::info!(?partitions, records, entries, seconds = took.as_secs_f64(), "state restored");
         Ok(())
     }
 }

@@ -199,6 +199,39 @@ async fn model_hot_reload_changes_model_version_in_outputs() {
     running.stop();
 }
 
+/// A replacement instance is ready (`/readyz`) only once the state of its partitions is
+/// rebuilt: at the first moment it reports ready, it has applied every changelog record
+/// the instance before it wrote, and the restore metrics say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_the_state_is_restored() {
+    // Every request answered a round trip late, so the restore takes a while.
+    let broker = TestBroker::start_with_round_trip("fp-ready", Duration::from_millis(50)).await;
+    let events = simulated(20, 30, 5);
+    send_events(&broker, &events).await;
+    let (s1, config) = settings(&broker, "fp-ready-a", "");
+    let (s2, _) = settings(&broker, "fp-ready-b", "");
+    let a = start(s1, &config, ModelHandle::new(built_in_model()));
+    wait_until("a to commit every event", Duration::from_secs(120), || a.metrics.committed() == events.len() as u64);
+    assert_eq!(a.metrics.restored_records(), 0, "a started on an empty changelog");
+    a.stop();
+    let changelog =
+        read_committed(&broker, Topic::CustomerFeatures, 1, Duration::from_secs(1), Duration::from_secs(30));
+    assert!(changelog.len() > 20, "a wrote a record per customer at least ({})", changelog.len());
+
+    let b = start(s2, &config, ModelHandle::new(built_in_model()));
+    let started = std::time::Instant::now();
+    while !b.readiness.get() {
+        assert!(started.elapsed() < Duration::from_secs(60), "b never became ready");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(b.metrics.restored_records(), changelog.len() as u64, "ready before the restore was done");
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &b.registry).unwrap();
+    assert!(text.contains(&format!("eventpipe_state_restored_records_total {}", changelog.len())), "{text}");
+    assert!(text.contains("eventpipe_state_restore_seconds_count 1"), "{text}");
+    b.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_one_leaving_mid_stream_still_emit_exactly_once() {
     let Some(broker) = TestBroker::start_transactional("fp-two").await else {

@@ -63,6 +63,8 @@ pub struct Running {
     pub shutdown: CancellationToken,
     pub readiness: Readiness,
     pub metrics: Arc<StageMetrics>,
+    /// What `/metrics` would show.
+    pub registry: Registry,
     pub handle: JoinHandle<Result<(), StreamError>>,
 }
 
@@ -93,7 +95,7 @@ pub fn start(settings: Settings, section: &FeatureProcessorSettings, model: Mode
         StageHandles { settings, metrics: metrics.clone(), readiness: readiness.clone(), shutdown: shutdown.clone() };
     let (config, core) = (section.stream_config(), section.core_config());
     let handle = std::thread::spawn(move || stream::run(stage, config, core, model));
-    Running { shutdown, readiness, metrics, handle }
+    Running { shutdown, readiness, metrics, registry, handle }
 }
 
 /// Simulated transactions (outcomes left out), in the order the producer sends them.
