@@ -32,7 +32,7 @@ fn spawn(broker: &TestBroker, pod: &str, section: &str) -> StageProcess {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a broker that aborts abandoned transactions after transaction.timeout.ms (Apache Kafka); tansu 0.6 and librdkafka's mock do not"]
+#[ignore = "needs a broker that aborts abandoned transactions after transaction.timeout.ms (Apache Kafka); tansu 0.6, noida-db 0.2 and librdkafka's mock do not"]
 async fn killed_processor_restores_state_without_duplicates() {
     kill_and_replace("fp-kill", true, Replacement::NewPod).await;
 }

@@ -212,7 +212,7 @@ async fn daily_capacity_holds_with_two_instances_and_a_rebalance() {
 /// readers wait forever. Run against Apache Kafka with
 /// `EVENTPIPE_TEST_BOOTSTRAP_SERVERS=host:9092 cargo test -p intervention --test stream -- --include-ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a broker that aborts abandoned transactions after transaction.timeout.ms (Apache Kafka); tansu 0.6 and librdkafka's mock do not"]
+#[ignore = "needs a broker that aborts abandoned transactions after transaction.timeout.ms (Apache Kafka); tansu 0.6, noida-db 0.2 and librdkafka's mock do not"]
 async fn killed_mid_transaction_the_audit_trail_has_each_action_once() {
     kill_mid_transaction("iv-kill", "iv-kill-b").await;
 }
