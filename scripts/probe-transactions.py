@@ -90,7 +90,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bootstrap")
     ap.add_argument("--timeout-wait", type=float, default=30.0,
-                    help="seconds to wait for the broker to abort an abandoned transaction")
+                    help="seconds to wait for the broker to abort an abandoned transaction, and to hand a "
+                         "dead group member's partitions to a new one")
     ap.add_argument("--abandon", nargs=3, metavar=("TOPIC", "TXN_ID", "LABEL"), help=argparse.SUPPRESS)
     ap.add_argument("--die-in-group", nargs=2, metavar=("TOPIC", "GROUP"), help=argparse.SUPPRESS)
     args = ap.parse_args()
