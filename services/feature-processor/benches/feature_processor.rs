@@ -15,14 +15,16 @@
 //! transactions without isolating them, so its exactly_once figure is the protocol's
 //! cost, not a real broker's).
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
+use futures::FutureExt;
 use prometheus_client::registry::Registry;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -181,45 +183,67 @@ async fn load(kafka: &KafkaSettings, topic: &str, records: &[(String, Vec<u8>)])
     }
 }
 
-/// Raw pass-through: consume, produce the same bytes, commit offsets every 100 ms.
+/// Raw pass-through: consume, produce the same bytes; the records of each 100 ms are a
+/// batch whose offsets are committed once all its records are acknowledged. As the
+/// stage's at_least_once loop does, it goes on consuming meanwhile, with up to 4
+/// batches waiting for their acknowledgements (and commits those without waiting
+/// asynchronously), so a broker's round trip does not stall it.
 fn pass_through(kafka: &KafkaSettings, pipeline: &str, expected: usize) -> f64 {
+    const MAX_IN_FLIGHT: usize = 4;
     let consumer: BaseConsumer = kafka.consumer_config("bench-raw", &format!("{pipeline}.raw")).create().unwrap();
     consumer.subscribe(&[&Topic::Transactions.name(pipeline)]).unwrap();
     let producer: FutureProducer = kafka.producer_config("bench-raw").create().unwrap();
     let out = Topic::RiskScores.name(pipeline);
+    let topic = Topic::Transactions.name(pipeline);
+    // A batch: its records' delivery futures, oldest first, and the offsets to commit.
+    type Batch = (VecDeque<DeliveryFuture>, BTreeMap<i32, i64>);
+    let mut in_flight: VecDeque<Batch> = VecDeque::new();
+    let mut open: Batch = Default::default();
+    // Commits the batches whose records are all acknowledged, oldest first, waiting
+    // while more than `keep` are left.
+    let settle = |in_flight: &mut VecDeque<Batch>, keep: usize| {
+        while !in_flight.is_empty() {
+            let wait = in_flight.len() > keep;
+            let (pending, _) = in_flight.front_mut().expect("not empty");
+            while let Some(f) = pending.front_mut() {
+                let delivered = if wait { Some(futures::executor::block_on(f)) } else { f.now_or_never() };
+                match delivered {
+                    Some(result) => {
+                        result.unwrap().unwrap();
+                        pending.pop_front();
+                    }
+                    None => return,
+                }
+            }
+            let (_, offsets) = in_flight.pop_front().expect("the front, just looked at");
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in &offsets {
+                tpl.add_partition_offset(&topic, *p, Offset::Offset(*o)).unwrap();
+            }
+            consumer.commit(&tpl, if wait { CommitMode::Sync } else { CommitMode::Async }).unwrap();
+        }
+    };
     let mut seen = 0usize;
     let mut started = None;
     let mut last_commit = Instant::now();
-    let mut offsets = std::collections::BTreeMap::new();
-    let mut pending = Vec::new();
-    let topic = Topic::Transactions.name(pipeline);
-    let commit = |offsets: &std::collections::BTreeMap<i32, i64>| {
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in offsets {
-            tpl.add_partition_offset(&topic, *p, Offset::Offset(*o)).unwrap();
-        }
-        consumer.commit(&tpl, CommitMode::Sync).unwrap();
-    };
     while seen < expected {
-        let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else { continue };
-        started.get_or_insert_with(Instant::now);
-        let record =
-            FutureRecord::to(&out).partition(m.partition()).key(m.key().unwrap()).payload(m.payload().unwrap());
-        pending.push(send_waiting(&producer, record).unwrap());
-        offsets.insert(m.partition(), m.offset() + 1);
-        seen += 1;
-        if last_commit.elapsed() >= Duration::from_millis(100) {
-            for f in pending.drain(..) {
-                futures::executor::block_on(f).unwrap().unwrap();
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(10)) {
+            started.get_or_insert_with(Instant::now);
+            let record =
+                FutureRecord::to(&out).partition(m.partition()).key(m.key().unwrap()).payload(m.payload().unwrap());
+            open.0.push_back(send_waiting(&producer, record).unwrap());
+            open.1.insert(m.partition(), m.offset() + 1);
+            seen += 1;
+        }
+        if last_commit.elapsed() >= Duration::from_millis(100) || seen == expected {
+            if !open.1.is_empty() {
+                in_flight.push_back(std::mem::take(&mut open));
             }
-            commit(&offsets);
+            settle(&mut in_flight, MAX_IN_FLIGHT);
             last_commit = Instant::now();
         }
     }
-    for f in pending.drain(..) {
-        futures::executor::block_on(f).unwrap().unwrap();
-    }
-    commit(&offsets);
+    settle(&mut in_flight, 0);
     started.unwrap().elapsed().as_secs_f64()
 }
 
