@@ -498,6 +498,15 @@ impl<P: StatefulProcessor> ConsumerContext for StageContext<P> {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut state = lock(&self.state);
             let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            // An incremental (cooperative) assignment comes without a revocation, so a
+            // batch may be open. It is committed first: its transaction would otherwise
+            // stay open through the restore, which can outlast transaction.timeout.ms.
+            if let Err(e) = state.commit_all(consumer) {
+                state.fail_or_recover(consumer, e);
+            }
+            if state.fatal.is_some() {
+                return;
+            }
             tracing::info!(?assigned, "partitions assigned; restoring their state");
             state.readiness.set(false);
             if let Err(e) = state.restore(&assigned) {
@@ -643,7 +652,8 @@ impl<P: StatefulProcessor> Loop<P> {
     }
 
     /// Commits the open batch and waits until every batch in flight is acknowledged
-    /// and its offsets committed (before revocation, and at shutdown).
+    /// and its offsets committed (before revocation, before restoring an assignment, and
+    /// at shutdown).
     fn commit_all(&mut self, consumer: &StageConsumer<P>) -> Result<(), KafkaError> {
         self.commit(consumer)?;
         self.settle(consumer, 0)
