@@ -10,6 +10,7 @@ use eventpipe_common::config::ConfigError;
 
 use crate::model::RiskModel;
 use crate::processor::CoreConfig;
+use crate::window::RING_DAYS;
 use eventpipe_common::stream::{Guarantee, StreamConfig};
 use eventpipe_common::topics::Topic;
 
@@ -55,6 +56,13 @@ impl FeatureProcessorSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.min_score_change.is_finite() && (0.0..=1.0).contains(&self.min_score_change)) {
             return Err(ConfigError::new(format!("{KEY}.min_score_change"), "must be between 0 and 1"));
+        }
+        let max_lateness = RING_DAYS as u64 * 86_400;
+        if self.allowed_lateness_secs > max_lateness {
+            return Err(ConfigError::new(
+                format!("{KEY}.allowed_lateness_secs"),
+                format!("must be at most {max_lateness} ({RING_DAYS} days: older days have left the window)"),
+            ));
         }
         if self.commit_interval_ms == 0 {
             return Err(ConfigError::new(format!("{KEY}.commit_interval_ms"), "must be at least 1"));
@@ -111,6 +119,23 @@ impl FeatureProcessorSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        let error = |s: FeatureProcessorSettings| s.validate().unwrap_err().to_string();
+        let lateness = |secs| FeatureProcessorSettings { allowed_lateness_secs: secs, ..Default::default() };
+        assert!(lateness(90 * 86_400).validate().is_ok());
+        assert_eq!(
+            error(lateness(90 * 86_400 + 1)),
+            "invalid configuration: stages.feature-processor.allowed_lateness_secs: must be at most 7776000 (90 days: older days have left the window)"
+        );
+        assert!(error(lateness(u64::MAX))
+            .starts_with("invalid configuration: stages.feature-processor.allowed_lateness_secs: "));
+        let change = FeatureProcessorSettings { min_score_change: f64::NAN, ..Default::default() };
+        assert!(error(change).starts_with("invalid configuration: stages.feature-processor.min_score_change: "));
+        let batch = FeatureProcessorSettings { max_batch: 0, ..Default::default() };
+        assert_eq!(error(batch), "invalid configuration: stages.feature-processor.max_batch: must be at least 1");
+    }
 
     #[test]
     fn a_relative_model_path_is_beside_the_pipeline_file() {
