@@ -409,13 +409,14 @@ pub struct CustomerFeatures {
     pub event_time: DateTime<Utc>,
     /// Version of this schema.
     pub schema_version: u32,
-    /// The customer; also the Kafka key.
+    /// The customer; also the Kafka key (with `%` and `/` written `%25` and `%2F`).
     pub customer_id: String,
     /// The event-time day the features describe.
     pub as_of: NaiveDate,
     /// The named features.
     pub features: FeatureValues,
-    /// Daily buckets with activity, oldest first (the rolling windows).
+    /// The buckets this record carries, oldest first: the latest day's (the day still
+    /// filling up). The earlier days of the window are [`CustomerDay`] records.
     pub days: Vec<DayBucket>,
     /// The latest salary credits, oldest first (at most four).
     #[serde(default)]
@@ -423,6 +424,24 @@ pub struct CustomerFeatures {
     /// The last risk score emitted, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_score: Option<LastScore>,
+}
+
+/// One day of a customer's window (topic `P.customer-features`, key
+/// `customer_id/YYYY-MM-DD`): the changelog's record for a day other than the latest,
+/// which rides in the customer's [`CustomerFeatures`]. A tombstone under the same key
+/// removes the day once it leaves the 90-day window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CustomerDay {
+    /// Unique id of this record, derived from the last transaction applied and the day.
+    pub event_id: Uuid,
+    /// Event time of the customer's latest transaction when written.
+    pub event_time: DateTime<Utc>,
+    /// Version of this schema.
+    pub schema_version: u32,
+    /// The customer (in the key, `%` and `/` are written `%25` and `%2F`).
+    pub customer_id: String,
+    /// The day's bucket (its `day` is the key's).
+    pub bucket: DayBucket,
 }
 
 /// Processing latency percentiles over a window, in milliseconds.
@@ -468,6 +487,7 @@ pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("transaction-event", schemars::schema_for!(TransactionEvent)),
         ("customer-outcome", schemars::schema_for!(CustomerOutcome)),
         ("customer-features", schemars::schema_for!(CustomerFeatures)),
+        ("customer-day", schemars::schema_for!(CustomerDay)),
         ("risk-score", schemars::schema_for!(RiskScore)),
         ("intervention", schemars::schema_for!(Intervention)),
         ("stage-stats", schemars::schema_for!(StageStats)),

@@ -17,22 +17,60 @@
 //! replaces that day's bucket, a tombstone removes it, a `customer_id` record replaces
 //! the customer-wide state and the buckets it holds (one in this format; none in the
 //! earlier per-day format, every bucket in the whole-window one — its days are given
-//! day records on the customer's next write).
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+//! day records on the customer's next write). In keys, `%` and `/` in a customer id are
+//! escaped (see [`customer_key`]).
+use std::borrow::Cow;
+
 use uuid::Uuid;
 
+pub use eventpipe_common::events::CustomerDay;
 use eventpipe_common::events::{derived_event_id, CustomerFeatures, DayBucket, FeatureValues, SCHEMA_VERSION};
 
 use crate::json::Object;
 use crate::rfc3339::Date;
 use crate::window::{date_of, day_number, utc_day, CustomerWindow};
 
+/// Appends `customer_id` as it appears in keys: `%` as `%25` and `/` as `%2F`, so that
+/// no customer's key can be read as another's day key (`/` separates the day). Ids
+/// without either character, the producer's among them, are written as they are.
+fn push_key_id(key: &mut String, customer_id: &str) {
+    if !customer_id.contains(['%', '/']) {
+        key.push_str(customer_id);
+        return;
+    }
+    for c in customer_id.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            '/' => key.push_str("%2F"),
+            c => key.push(c),
+        }
+    }
+}
+
+/// Undoes [`push_key_id`].
+fn key_id(text: &str) -> Cow<'_, str> {
+    if !text.contains('%') {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(text.replace("%2F", "/").replace("%25", "%"))
+}
+
+/// The key of a customer's `customer_id` record: the id itself, unless it holds `%` or
+/// `/` (see [`push_key_id`]).
+pub fn customer_key(customer_id: &str) -> Cow<'_, str> {
+    if !customer_id.contains(['%', '/']) {
+        return Cow::Borrowed(customer_id);
+    }
+    let mut key = String::with_capacity(customer_id.len() + 8);
+    push_key_id(&mut key, customer_id);
+    Cow::Owned(key)
+}
+
 /// Writes over `key` the key of a customer's record for day number `day`:
 /// `customer_id/YYYY-MM-DD`.
 pub fn write_day_key(key: &mut String, customer_id: &str, day: i32) {
     key.clear();
-    key.push_str(customer_id);
+    push_key_id(key, customer_id);
     key.push('/');
     let date = date_of(day);
     let mut buffer = [0u8; 10];
@@ -43,23 +81,10 @@ pub fn write_day_key(key: &mut String, customer_id: &str, day: i32) {
 }
 
 /// Splits a day key into customer id and day number; `None` for any other key.
-pub fn parse_day_key(key: &str) -> Option<(&str, i32)> {
+pub fn parse_day_key(key: &str) -> Option<(Cow<'_, str>, i32)> {
     let (customer, day) = key.rsplit_once('/')?;
     let day = day.parse().ok()?;
-    Some((customer, day_number(day)))
-}
-
-/// One day of a customer's window (key `customer_id/YYYY-MM-DD`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CustomerDay {
-    /// Derived from the last event applied and the day, so a replay repeats it.
-    pub event_id: Uuid,
-    /// Event time of the customer's latest transaction when written.
-    pub event_time: DateTime<Utc>,
-    pub schema_version: u32,
-    pub customer_id: String,
-    /// The day's bucket (its `day` is the key's).
-    pub bucket: DayBucket,
+    Some((key_id(customer), day_number(day)))
 }
 
 /// A bucket's fields, in [`DayBucket`]'s order, zeros skipped as its serde does.
@@ -185,10 +210,26 @@ mod tests {
         let mut key = "left over".to_owned();
         write_day_key(&mut key, "C0000001", day);
         assert_eq!(key, "C0000001/2026-03-09");
-        assert_eq!(parse_day_key("C0000001/2026-03-09"), Some(("C0000001", day)));
-        assert_eq!(parse_day_key("a/b/2026-03-09"), Some(("a/b", day)));
+        assert_eq!(parse_day_key("C0000001/2026-03-09"), Some(("C0000001".into(), day)));
         assert_eq!(parse_day_key("C0000001"), None);
         assert_eq!(parse_day_key("C0000001/yesterday"), None);
+        assert_eq!(customer_key("C0000001"), "C0000001");
+    }
+
+    #[test]
+    fn no_customer_key_reads_as_another_customers_day_key() {
+        let day = day_number(NaiveDate::from_ymd_opt(2026, 3, 1).unwrap());
+        let mut key = String::new();
+        // A customer whose id looks like customer `A`'s day key, and ids with the escape.
+        for id in ["A/2026-03-01", "a/b", "100%", "%2F", "/", "%"] {
+            let customer = customer_key(id);
+            assert_eq!(parse_day_key(&customer), None, "{id}: its customer key {customer} is no day key");
+            write_day_key(&mut key, id, day);
+            assert_eq!(parse_day_key(&key), Some((id.into(), day)), "{id}: its day key {key}");
+        }
+        write_day_key(&mut key, "A", day);
+        assert_ne!(key, customer_key("A/2026-03-01"));
+        assert_eq!(customer_key("A/2026-03-01"), "A%2F2026-03-01");
     }
 
     #[test]

@@ -393,7 +393,8 @@ impl Core {
                 let id = changelog::customer_record_id(last_event);
                 changelog::encode_customer(payload, &customer_id, window, &features, id);
                 customer.carried.push(latest_day);
-                write(ChangelogRecord { partition, key: &customer_id, payload: Some(payload), timestamp_ms });
+                let key = changelog::customer_key(&customer_id);
+                write(ChangelogRecord { partition, key: &key, payload: Some(payload), timestamp_ms });
             }
         }
     }
@@ -425,7 +426,7 @@ impl Core {
                 customer.features = None;
             }
             (Some((customer_id, day)), None) => {
-                if let Some(c) = self.partitions.get_mut(&partition).and_then(|p| p.customers.get_mut(customer_id)) {
+                if let Some(c) = self.partitions.get_mut(&partition).and_then(|p| p.customers.get_mut(&*customer_id)) {
                     c.window.remove_day(day);
                     c.features = None;
                 }
@@ -656,5 +657,58 @@ mod tests {
         }
         assert_eq!(rebuilt.window(0, "C1"), core.window(0, "C1"));
         assert_eq!(rebuilt.window(0, "C1").unwrap().days().count(), 2);
+    }
+
+    #[test]
+    fn a_customer_id_shaped_like_another_customers_day_key_keeps_its_own_records() {
+        let model = Arc::new(serde_json::from_str::<RiskModel>(crate::settings::BUILT_IN_MODEL).unwrap());
+        let event = |customer: &str, day: u32, n: u128| TransactionEvent {
+            event_id: Uuid::from_u128(n),
+            event_time: format!("2026-03-{day:02}T09:00:00Z").parse().unwrap(),
+            schema_version: SCHEMA_VERSION,
+            customer_id: customer.into(),
+            account_id: "A1".into(),
+            kind: TransactionKind::CardPurchase,
+            amount_minor: -500 * n as i64,
+            currency: "GBP".into(),
+            balance_after_minor: 10_000 - 500 * n as i64,
+            merchant_category: None,
+            channel: Channel::CardPresent,
+        };
+        // `A`'s record for 1 March would be keyed `A/2026-03-01`: the other customer's id.
+        let customers = ["A", "A/2026-03-01", "100%"];
+        let mut core = Core::new(CoreConfig::default(), model.clone());
+        let mut log = Vec::new();
+        for (n, day) in [(1, 1), (2, 2)] {
+            for (i, customer) in customers.iter().enumerate() {
+                core.apply(0, &event(customer, day, n * 10 + i as u128)).unwrap();
+            }
+            core.take_changelog(|r| log.push(own(r)));
+        }
+        let keys: Vec<&str> = log.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "A",
+                "A%2F2026-03-01",
+                "100%25",
+                "A/2026-03-01",
+                "A",
+                "A%2F2026-03-01/2026-03-01",
+                "A%2F2026-03-01",
+                "100%25/2026-03-01",
+                "100%25"
+            ]
+        );
+        for log in [log.clone(), compact(&log, true)] {
+            let mut rebuilt = Core::new(CoreConfig::default(), model.clone());
+            for r in &log {
+                rebuilt.restore_record(0, Some(r.key.as_bytes()), r.payload.as_deref()).unwrap();
+            }
+            for customer in customers {
+                assert_eq!(rebuilt.window(0, customer), core.window(0, customer), "{customer}");
+                assert_eq!(rebuilt.window(0, customer).unwrap().days().count(), 2, "{customer}");
+            }
+        }
     }
 }

@@ -26,6 +26,7 @@ use feature_processor::model_watch::ModelHandle;
 use feature_processor::processor::{Core, CoreConfig};
 use feature_processor::settings::{FeatureProcessorSettings, BUILT_IN_MODEL};
 use feature_processor::stream::{self, StreamError};
+use feature_processor::window::day_number;
 use producer::simulator::{SimConfig, Simulator};
 
 pub fn built_in_model() -> RiskModel {
@@ -177,11 +178,15 @@ pub fn assert_changelog_matches(broker: &TestBroker, customers: usize, reference
         match (changelog::parse_day_key(key), m.payload()) {
             (Some(_), Some(payload)) => {
                 let record: CustomerDay = serde_json::from_slice(payload).unwrap();
-                assert_eq!(key, format!("{}/{}", record.customer_id, record.bucket.day), "the day is in the key");
+                assert_eq!(
+                    changelog::parse_day_key(key),
+                    Some((record.customer_id.as_str().into(), day_number(record.bucket.day))),
+                    "the customer and the day are in the key"
+                );
             }
             (None, Some(payload)) => {
                 let record: CustomerFeatures = serde_json::from_slice(payload).unwrap();
-                assert_eq!(key, record.customer_id);
+                assert_eq!(key, changelog::customer_key(&record.customer_id));
                 let days: Vec<_> = record.days.iter().map(|b| b.day).collect();
                 assert_eq!(days, [record.as_of], "the customer record carries its latest day only");
                 latest.insert(record.customer_id.clone(), record);
