@@ -329,9 +329,12 @@ impl Core {
             None => true,
             Some(last) => last.band != band || (score - last.score).abs() >= self.config.min_score_change,
         };
+        // A late event scores with the day it belongs to, but the day last scored never
+        // moves back: the customer's latest day stays scored.
         let kept = match (emit, window.last_score) {
-            (false, Some(last)) => LastScore { day, ..last },
-            _ => LastScore { score, band, day },
+            (false, Some(last)) => LastScore { day: day.max(last.day), ..last },
+            (true, Some(last)) => LastScore { score, band, day: day.max(last.day) },
+            (true, None) | (false, None) => LastScore { score, band, day },
         };
         window.last_score = Some(kept);
         if !emit {
@@ -709,6 +712,38 @@ mod tests {
                 assert_eq!(rebuilt.window(0, customer), core.window(0, customer), "{customer}");
                 assert_eq!(rebuilt.window(0, customer).unwrap().days().count(), 2, "{customer}");
             }
+        }
+    }
+
+    #[test]
+    fn a_late_significant_event_does_not_move_the_day_last_scored_back() {
+        let model = Arc::new(serde_json::from_str::<RiskModel>(crate::settings::BUILT_IN_MODEL).unwrap());
+        let event = |time: &str, kind: TransactionKind, n: u128| TransactionEvent {
+            event_id: Uuid::from_u128(n),
+            event_time: time.parse().unwrap(),
+            schema_version: SCHEMA_VERSION,
+            customer_id: "C1".into(),
+            account_id: "A1".into(),
+            kind,
+            amount_minor: -2_000,
+            currency: "GBP".into(),
+            balance_after_minor: 50_000,
+            merchant_category: None,
+            channel: Channel::CardPresent,
+        };
+        let march = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+        let last_scored = |core: &Core| core.window(0, "C1").unwrap().last_score.unwrap().day;
+        for min_score_change in [0.0, 1.0] {
+            // Every score emitted, or none after the first: both keep the latest day.
+            let mut core = Core::new(CoreConfig { min_score_change, ..CoreConfig::default() }, model.clone());
+            core.apply(0, &event("2026-03-02T09:00:00Z", TransactionKind::CardPurchase, 1)).unwrap();
+            assert_eq!(last_scored(&core), march(2));
+            // Late, but within the allowed lateness, and significant: it is scored.
+            core.apply(0, &event("2026-03-01T23:00:00Z", TransactionKind::Gambling, 2)).unwrap();
+            assert_eq!(last_scored(&core), march(2), "min_score_change {min_score_change}");
+            // So the next ordinary event of 2 March is not due a score.
+            let next = core.apply(0, &event("2026-03-02T10:00:00Z", TransactionKind::CardPurchase, 3)).unwrap();
+            assert_eq!(next.score, None);
         }
     }
 }
