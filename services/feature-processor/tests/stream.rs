@@ -15,6 +15,7 @@ use eventpipe_common::dead_letter::headers;
 use eventpipe_common::events::{derived_event_id, RiskBand};
 use eventpipe_common::telemetry::{header_str, TRACEPARENT};
 use eventpipe_common::topics::Topic;
+use feature_processor::model::RiskModel;
 use feature_processor::model_watch::ModelHandle;
 use support::*;
 
@@ -144,12 +145,23 @@ async fn bad_input_goes_to_dead_letter_and_the_stage_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_hot_reload_changes_model_version_in_outputs() {
     let broker = TestBroker::start("fp-reload").await;
+    // Laid out as the kubelet mounts a ConfigMap: `model.json` -> `..data/model.json`,
+    // `..data` -> a timestamped directory, and an update swaps `..data` atomically.
     let dir = std::env::temp_dir().join(format!("fp-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    let publish = |version: &str, model: &RiskModel| {
+        let data = dir.join(format!("..{version}"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("model.json"), serde_json::to_vec(model).unwrap()).unwrap();
+        std::os::unix::fs::symlink(format!("..{version}"), dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    };
     let path = dir.join("model.json");
     let mut model = built_in_model();
     model.version = "first".into();
-    std::fs::write(&path, serde_json::to_vec(&model).unwrap()).unwrap();
+    publish("2026_12_06_first", &model);
+    std::os::unix::fs::symlink("..data/model.json", &path).unwrap();
     let (settings, section) = settings(&broker, "fp-reload-0", &format!("model: {}", path.display()));
     let handle = ModelHandle::new(section.load_model().unwrap());
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -177,7 +189,7 @@ async fn model_hot_reload_changes_model_version_in_outputs() {
     // The second model scores everyone higher, so scores move and are emitted.
     model.version = "second".into();
     model.intercept += 12.0;
-    std::fs::write(&path, serde_json::to_vec(&model).unwrap()).unwrap();
+    publish("2026_12_06_second", &model);
     wait_until("reload", Duration::from_secs(10), || handle.get().version == "second");
     send_events(&broker, second_half).await;
     let all = scores_of(&read_committed(
@@ -197,6 +209,7 @@ async fn model_hot_reload_changes_model_version_in_outputs() {
     assert!(all.iter().filter(|s| triggered_by(first_half, s)).all(|s| s.model_version == "first"));
     shutdown.cancel();
     running.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A replacement instance is ready (`/readyz`) only once the state of its partitions is
@@ -239,21 +252,38 @@ async fn two_instances_one_leaving_mid_stream_still_emit_exactly_once() {
         return;
     };
     let events = simulated(30, 40, 5);
-    let (expected, _) = reference_scores(&events, built_in_model());
+    let (expected, reference) = reference_scores(&events, built_in_model());
     let (s1, section) = settings(&broker, "fp-a", "commit_interval_ms: 50");
     let (s2, _) = settings(&broker, "fp-b", "commit_interval_ms: 50");
     let a = start(s1, &section, ModelHandle::new(built_in_model()));
     let b = start(s2, &section, ModelHandle::new(built_in_model()));
     wait_until("both ready", Duration::from_secs(60), || a.readiness.get() && b.readiness.get());
 
-    let half = events.len() / 2;
-    send_events(&broker, &events[..half]).await;
-    // Let both work on the first half, then one leaves mid-stream.
-    wait_until("a and b consuming", Duration::from_secs(60), || {
-        a.metrics.take_window(chrono::Utc::now()).consumed > 0 || b.metrics.take_window(chrono::Utc::now()).consumed > 0
-    });
-    a.stop();
-    send_events(&broker, &events[half..]).await;
+    // Input arrives in chunks while both work on it; `a` leaves once both have consumed
+    // some of it, and `b` is handed a's partitions while its own batches go on.
+    let producer = broker.kafka.idempotent_producer("chunks").unwrap();
+    let topic = broker.topic(Topic::Transactions);
+    let mut pending = Vec::new();
+    let (mut a, mut consumed_a, mut consumed_b) = (Some(a), 0, 0);
+    for chunk in events.chunks(50) {
+        for e in chunk {
+            let payload = serde_json::to_vec(e).unwrap();
+            let record = FutureRecord::to(&topic).key(e.customer_id.as_str()).payload(&payload);
+            pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(running) = &a {
+            consumed_a += running.metrics.take_window(chrono::Utc::now()).consumed;
+            consumed_b += b.metrics.take_window(chrono::Utc::now()).consumed;
+            if consumed_a >= events.len() as u64 / 6 && consumed_b > 0 {
+                a.take().unwrap().stop();
+            }
+        }
+    }
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+    assert!(a.is_none(), "a left mid-stream (a consumed {consumed_a}, b {consumed_b} by then)");
 
     let got = scores_of(&read_committed(
         &broker,
@@ -263,6 +293,8 @@ async fn two_instances_one_leaving_mid_stream_still_emit_exactly_once() {
         Duration::from_secs(120),
     ));
     assert_each_score_once(&got, &expected);
+    // Nothing was applied twice to the state either.
+    assert_changelog_matches(&broker, 30, &reference);
     b.stop();
 }
 

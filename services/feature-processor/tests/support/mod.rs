@@ -152,7 +152,8 @@ pub fn scores_of(messages: &[OwnedMessage]) -> Vec<RiskScore> {
 }
 
 /// Asserts that `got` holds each of the `expected` scores exactly once (by event id):
-/// none repeated, none missing, none extra.
+/// none repeated, none missing, none extra, and each with the expected values (a score
+/// computed from state that applied some input twice would differ).
 pub fn assert_each_score_once(got: &[RiskScore], expected: &[RiskScore]) {
     let counts = counts(got.iter().map(|s| s.event_id));
     let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
@@ -161,6 +162,10 @@ pub fn assert_each_score_once(got: &[RiskScore], expected: &[RiskScore]) {
         counts.keys().copied().collect::<std::collections::HashSet<_>>(),
         expected.iter().map(|s| s.event_id).collect::<std::collections::HashSet<_>>()
     );
+    let by_id: HashMap<_, _> = expected.iter().map(|s| (s.event_id, s)).collect();
+    for score in got {
+        assert_eq!(score, by_id[&score.event_id], "the score emitted for {}", score.trigger_event_id);
+    }
 }
 
 /// Asserts that the committed changelog rebuilds, for each of `customers` customers,
