@@ -261,17 +261,8 @@ async fn two_instances_one_leaving_mid_stream_still_emit_exactly_once() {
 
     // Input arrives in chunks while both work on it; `a` leaves once both have consumed
     // some of it, and `b` is handed a's partitions while its own batches go on.
-    let producer = broker.kafka.idempotent_producer("chunks").unwrap();
-    let topic = broker.topic(Topic::Transactions);
-    let mut pending = Vec::new();
     let (mut a, mut consumed_a, mut consumed_b) = (Some(a), 0, 0);
-    for chunk in events.chunks(50) {
-        for e in chunk {
-            let payload = serde_json::to_vec(e).unwrap();
-            let record = FutureRecord::to(&topic).key(e.customer_id.as_str()).payload(&payload);
-            pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    send_in_chunks(&broker, &events, 50, || {
         if let Some(running) = &a {
             consumed_a += running.metrics.take_window(chrono::Utc::now()).consumed;
             consumed_b += b.metrics.take_window(chrono::Utc::now()).consumed;
@@ -279,10 +270,8 @@ async fn two_instances_one_leaving_mid_stream_still_emit_exactly_once() {
                 a.take().unwrap().stop();
             }
         }
-    }
-    for p in pending {
-        p.await.unwrap().unwrap();
-    }
+    })
+    .await;
     assert!(a.is_none(), "a left mid-stream (a consumed {consumed_a}, b {consumed_b} by then)");
 
     let got = scores_of(&read_committed(
@@ -317,27 +306,16 @@ async fn at_least_once_hands_over_at_the_committed_offsets() {
     let a = start(s1, &config, ModelHandle::new(built_in_model()));
     wait_until("a ready", Duration::from_secs(60), || a.readiness.get());
 
-    let producer = broker.kafka.idempotent_producer("chunks").unwrap();
-    let topic = broker.topic(Topic::Transactions);
-    let mut pending = Vec::new();
     let (mut a, mut consumed) = (Some(a), 0);
-    for chunk in events.chunks(50) {
-        for e in chunk {
-            let payload = serde_json::to_vec(e).unwrap();
-            let record = FutureRecord::to(&topic).key(e.customer_id.as_str()).payload(&payload);
-            pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    send_in_chunks(&broker, &events, 50, || {
         if let Some(running) = &a {
             consumed += running.metrics.take_window(chrono::Utc::now()).consumed;
             if consumed >= events.len() as u64 / 3 {
                 a.take().unwrap().stop();
             }
         }
-    }
-    for p in pending {
-        p.await.unwrap().unwrap();
-    }
+    })
+    .await;
     assert!(a.is_none() && consumed < events.len() as u64, "a stopped mid-stream ({consumed} consumed)");
     let b = start(s2, &config, ModelHandle::new(built_in_model()));
 

@@ -114,13 +114,25 @@ pub async fn send_raw(producer: &FutureProducer, topic: &str, key: &str, payload
 }
 
 pub async fn send_events(broker: &TestBroker, events: &[TransactionEvent]) {
+    send_in_chunks(broker, events, events.len().max(1), || {}).await;
+}
+
+/// Sends `events` in chunks of `chunk` records, 50 ms apart, calling `between` after
+/// each (to act on running stages mid-stream), then waits for every acknowledgement.
+pub async fn send_in_chunks(broker: &TestBroker, events: &[TransactionEvent], chunk: usize, mut between: impl FnMut()) {
     let producer = broker.kafka.idempotent_producer("test-input").unwrap();
     let topic = broker.topic(Topic::Transactions);
     let mut pending = Vec::with_capacity(events.len());
-    for e in events {
-        let payload = serde_json::to_vec(e).unwrap();
-        let record = FutureRecord::to(&topic).key(e.customer_id.as_str()).payload(&payload);
-        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    for records in events.chunks(chunk) {
+        for e in records {
+            let payload = serde_json::to_vec(e).unwrap();
+            let record = FutureRecord::to(&topic).key(e.customer_id.as_str()).payload(&payload);
+            pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        }
+        if chunk < events.len() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        between();
     }
     for p in pending {
         p.await.unwrap().unwrap();
