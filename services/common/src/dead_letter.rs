@@ -5,6 +5,14 @@
 //! from and why (names in [`headers`]). Stages with transactions send it through their
 //! transactional producer (build the record with [`DeadLetterWriter::record`]), so the
 //! dead letter commits together with the input offset.
+//!
+//! A dead letter must always fit in a record, or the input that caused it would stop
+//! the stage: every retry would fail the same way. So the error message is cut to
+//! [`MAX_ERROR_BYTES`] (it can quote the bad input, a field of hundreds of kilobytes),
+//! and an input so large that it no longer fits with the headers beside it (the
+//! producer's `message.max.bytes`) keeps as many of its first bytes as fit, with
+//! [`headers::PAYLOAD_TRUNCATED`] giving its length; the whole record is still at its
+//! source topic, partition and offset.
 
 use std::time::Duration;
 
@@ -26,8 +34,31 @@ pub mod headers {
     pub const STAGE: &str = "eventpipe.stage";
     /// Short machine-readable reason: `malformed`, `schema_invalid`, `unknown_kind`, `late`, ...
     pub const REASON: &str = "eventpipe.reason";
-    /// The full error message.
+    /// The error message (its first [`super::MAX_ERROR_BYTES`] bytes when longer).
     pub const ERROR: &str = "eventpipe.error";
+    /// Set when the payload was too large to keep whole: its length in bytes (the
+    /// payload holds its first bytes).
+    pub const PAYLOAD_TRUNCATED: &str = "eventpipe.payload.truncated";
+    /// Set when the key was too large to keep whole: its length in bytes.
+    pub const KEY_TRUNCATED: &str = "eventpipe.key.truncated";
+}
+
+/// Longest error message a dead letter carries, in bytes.
+pub const MAX_ERROR_BYTES: usize = 1_000;
+
+/// librdkafka's default `message.max.bytes`.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// `text` cut to at most `max` bytes at a character boundary, saying how long it was.
+fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len()).into()
 }
 
 /// A record a stage rejected, with where it came from and why.
@@ -69,34 +100,66 @@ impl DeadLetter {
 pub struct DeadLetterWriter {
     topic: String,
     stage: String,
+    max_message_bytes: usize,
 }
 
 impl DeadLetterWriter {
-    /// A writer for `stage` into `topic` (`P.dead-letter`).
+    /// A writer for `stage` into `topic` (`P.dead-letter`), for a producer with the
+    /// default `message.max.bytes`.
     pub fn new(topic: impl Into<String>, stage: impl Into<String>) -> Self {
-        DeadLetterWriter { topic: topic.into(), stage: stage.into() }
+        DeadLetterWriter { topic: topic.into(), stage: stage.into(), max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+    }
+
+    /// The same writer for a producer whose `message.max.bytes` is `max`.
+    pub fn with_max_message_bytes(mut self, max: usize) -> Self {
+        self.max_message_bytes = max;
+        self
     }
 
     /// The record for `letter`, to send with any producer (also a transactional one).
+    /// It fits in `message.max.bytes` whatever the letter holds (see the module docs).
     pub fn record<'a>(&'a self, letter: &'a DeadLetter) -> FutureRecord<'a, [u8], [u8]> {
         let partition = letter.source_partition.to_string();
         let offset = letter.source_offset.to_string();
-        let mut h = OwnedHeaders::new_with_capacity(7)
-            .insert(Header { key: headers::SOURCE_TOPIC, value: Some(letter.source_topic.as_bytes()) })
-            .insert(Header { key: headers::SOURCE_PARTITION, value: Some(partition.as_bytes()) })
-            .insert(Header { key: headers::SOURCE_OFFSET, value: Some(offset.as_bytes()) })
-            .insert(Header { key: headers::STAGE, value: Some(self.stage.as_bytes()) })
-            .insert(Header { key: headers::REASON, value: Some(letter.reason.as_bytes()) })
-            .insert(Header { key: headers::ERROR, value: Some(letter.error.as_bytes()) });
+        let error = cut(&letter.error, MAX_ERROR_BYTES);
+        let mut list: Vec<(&str, &[u8])> = vec![
+            (headers::SOURCE_TOPIC, letter.source_topic.as_bytes()),
+            (headers::SOURCE_PARTITION, partition.as_bytes()),
+            (headers::SOURCE_OFFSET, offset.as_bytes()),
+            (headers::STAGE, self.stage.as_bytes()),
+            (headers::REASON, letter.reason.as_bytes()),
+            (headers::ERROR, error.as_bytes()),
+        ];
         if let Some(tp) = &letter.traceparent {
-            h = h.insert(Header { key: TRACEPARENT, value: Some(tp.as_bytes()) });
+            list.push((TRACEPARENT, tp.as_bytes()));
         }
+        // librdkafka counts key, payload and serialized headers (a few bytes of lengths
+        // each, allowed for generously) against message.max.bytes; the two headers that
+        // may be added below are allowed for too.
+        let header_bytes = |list: &[(&str, &[u8])]| list.iter().map(|(k, v)| k.len() + v.len() + 16).sum::<usize>();
+        let mut room = self.max_message_bytes.saturating_sub(header_bytes(&list) + 2 * 64);
+        let mut key = letter.key.as_deref();
+        let mut payload = letter.payload.as_deref();
+        let (key_len, payload_len) = (key.map_or(0, <[u8]>::len), payload.map_or(0, <[u8]>::len));
+        let (key_total, payload_total) = (key_len.to_string(), payload_len.to_string());
+        if key_len > room / 2 && key_len + payload_len > room {
+            key = key.map(|k| &k[..room / 2]);
+            list.push((headers::KEY_TRUNCATED, key_total.as_bytes()));
+        }
+        room -= key.map_or(0, <[u8]>::len);
+        if payload_len > room {
+            payload = payload.map(|p| &p[..room]);
+            list.push((headers::PAYLOAD_TRUNCATED, payload_total.as_bytes()));
+        }
+        let h = list.iter().fold(OwnedHeaders::new_with_capacity(list.len()), |h, (key, value)| {
+            h.insert(Header { key, value: Some(*value) })
+        });
         let mut record = FutureRecord::to(&self.topic).headers(h);
-        if let Some(key) = &letter.key {
-            record = record.key(key.as_slice());
+        if let Some(key) = key {
+            record = record.key(key);
         }
-        if let Some(payload) = &letter.payload {
-            record = record.payload(payload.as_slice());
+        if let Some(payload) = payload {
+            record = record.payload(payload);
         }
         record
     }
@@ -104,5 +167,86 @@ impl DeadLetterWriter {
     /// Sends `letter` and waits for the acknowledgement.
     pub async fn send(&self, producer: &FutureProducer, letter: &DeadLetter) -> Result<(), KafkaError> {
         producer.send(self.record(letter), Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::Headers;
+
+    fn letter(key: usize, payload: usize, error: &str) -> DeadLetter {
+        DeadLetter {
+            key: Some(vec![b'k'; key]),
+            payload: Some(vec![b'p'; payload]),
+            source_topic: "p.transactions".into(),
+            source_partition: 3,
+            source_offset: 12_345,
+            reason: "schema_invalid".into(),
+            error: error.into(),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        }
+    }
+
+    /// What librdkafka counts against message.max.bytes: key, payload, and each
+    /// header's name and value with their varint lengths.
+    fn size(record: &FutureRecord<'_, [u8], [u8]>) -> usize {
+        let headers = record
+            .headers
+            .as_ref()
+            .map_or(0, |h| h.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 2 * 5).sum::<usize>());
+        record.key.map_or(0, <[u8]>::len) + record.payload.map_or(0, <[u8]>::len) + headers
+    }
+
+    fn header<'a>(record: &'a FutureRecord<'_, [u8], [u8]>, name: &str) -> Option<&'a str> {
+        let h = record.headers.as_ref()?.iter().find(|h| h.key == name)?;
+        std::str::from_utf8(h.value?).ok()
+    }
+
+    #[test]
+    fn an_ordinary_letter_is_written_whole() {
+        let writer = DeadLetterWriter::new("p.dead-letter", "feature-processor");
+        let letter = letter(8, 300, "expected ident at line 1 column 2");
+        let record = writer.record(&letter);
+        assert_eq!(record.payload, letter.payload.as_deref());
+        assert_eq!(record.key, letter.key.as_deref());
+        assert_eq!(header(&record, headers::ERROR), Some("expected ident at line 1 column 2"));
+        assert_eq!(header(&record, headers::PAYLOAD_TRUNCATED), None);
+        assert_eq!(header(&record, headers::KEY_TRUNCATED), None);
+    }
+
+    #[test]
+    fn a_letter_too_large_for_a_record_is_cut_to_fit() {
+        let writer = DeadLetterWriter::new("p.dead-letter", "feature-processor");
+        // An error quoting 600 KB of bad input, about a 999 990-byte record.
+        let error = format!("currency `{}é` is not an ISO 4217 code", "X".repeat(600_000));
+        let letter = letter(8, 999_990, &error);
+        let record = writer.record(&letter);
+        assert!(size(&record) <= DEFAULT_MAX_MESSAGE_BYTES, "{} bytes", size(&record));
+        assert_eq!(record.key, letter.key.as_deref(), "a short key is kept whole");
+        let payload = record.payload.unwrap();
+        assert!(payload.len() > 990_000 && letter.payload.as_ref().unwrap().starts_with(payload));
+        assert_eq!(header(&record, headers::PAYLOAD_TRUNCATED), Some("999990"));
+        let cut = header(&record, headers::ERROR).unwrap();
+        assert!(cut.len() < MAX_ERROR_BYTES + 40 && cut.starts_with("currency `XXX"), "{cut}");
+        assert!(cut.ends_with(&format!("… ({} bytes in all)", error.len())), "{cut}");
+        assert_eq!(header(&record, headers::SOURCE_OFFSET), Some("12345"));
+
+        // A key too large as well, and a smaller limit.
+        let small = writer.clone().with_max_message_bytes(10_000);
+        let letter = super::tests::letter(50_000, 50_000, "x");
+        let record = small.record(&letter);
+        assert!(size(&record) <= 10_000, "{} bytes", size(&record));
+        assert_eq!(header(&record, headers::KEY_TRUNCATED), Some("50000"));
+        assert_eq!(header(&record, headers::PAYLOAD_TRUNCATED), Some("50000"));
+    }
+
+    #[test]
+    fn errors_are_cut_at_a_character_boundary() {
+        // "é" is two bytes: 999 falls inside the 500th.
+        let text = "é".repeat(600);
+        let cut = cut(&text, 999);
+        assert_eq!(cut, format!("{}… (1200 bytes in all)", "é".repeat(499)));
+        assert_eq!(super::cut("short", 10), "short");
     }
 }

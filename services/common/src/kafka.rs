@@ -49,6 +49,15 @@ impl KafkaSettings {
         config
     }
 
+    /// The producers' `message.max.bytes`: the user's pass-through value, else
+    /// librdkafka's default.
+    pub fn max_message_bytes(&self) -> usize {
+        self.properties
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(crate::dead_letter::DEFAULT_MAX_MESSAGE_BYTES)
+    }
+
     /// An idempotent, acks=all producer config with throughput-friendly batching.
     pub fn producer_config(&self, client_id: &str) -> ClientConfig {
         let mut config = self.base(client_id);
@@ -270,5 +279,14 @@ mod tests {
         let tx = settings.transactional_producer_config("t", "demo.feature-processor.pod-0");
         assert_eq!(tx.get("transactional.id"), Some("demo.feature-processor.pod-0"));
         assert_eq!(tx.get("transaction.timeout.ms"), Some("10000"));
+    }
+
+    #[test]
+    fn max_message_bytes_is_the_users_or_librdkafkas_default() {
+        let mut settings = KafkaSettings::plain("b:9092");
+        assert_eq!(settings.max_message_bytes(), 1_000_000);
+        settings.properties.insert("message.max.bytes".into(), "5242880".into());
+        assert_eq!(settings.max_message_bytes(), 5_242_880);
+        assert_eq!(settings.producer_config("p").get("message.max.bytes"), Some("5242880"));
     }
 }

@@ -843,7 +843,8 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
             .map_err(|source| StreamError::InitTransactions { id, source })?;
     }
     let input = settings.topic_name(config.input).to_owned();
-    let dead_letters = DeadLetterWriter::new(settings.topic_name(Topic::DeadLetter), settings.stage.clone());
+    let dead_letters = DeadLetterWriter::new(settings.topic_name(Topic::DeadLetter), settings.stage.clone())
+        .with_max_message_bytes(settings.kafka.max_message_bytes());
     let mut consumer_config = settings.kafka.consumer_config(&client_id, &settings.group_id);
     consumer_config.set("statistics.interval.ms", "1000");
     let context_metrics = metrics.clone();

@@ -142,6 +142,55 @@ async fn bad_input_goes_to_dead_letter_and_the_stage_goes_on() {
     running.stop();
 }
 
+/// Input too large to dead-letter whole — an error quoting a 600 KB field, a payload at
+/// the producer's size limit, to which the dead letter adds its headers — still goes to
+/// dead-letter, cut to fit, and the stage goes on. (Before, the failed send stopped the
+/// stage, and every restart would have failed on the same input.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_too_large_to_dead_letter_whole_is_cut_to_fit_and_the_stage_goes_on() {
+    let broker = TestBroker::start("fp-big").await;
+    let (settings, section) = settings(&broker, "fp-big-0", "");
+    let running = start(settings, &section, ModelHandle::new(built_in_model()));
+    let producer = broker.kafka.idempotent_producer("big").unwrap();
+    let topic = broker.topic(Topic::Transactions);
+    let events = simulated(1, 10, 4);
+    let key = events[0].customer_id.as_str();
+    let mut huge_field = serde_json::to_value(&events[0]).unwrap();
+    huge_field["currency"] = "X".repeat(600_000).into();
+    let huge_field = serde_json::to_vec(&huge_field).unwrap();
+    let at_limit = vec![b'#'; 1_000_000 - key.len() - 100];
+    send_raw(&producer, &topic, key, &huge_field).await;
+    send_raw(&producer, &topic, key, &at_limit).await;
+    send_events(&broker, &events).await;
+
+    let dead = read_committed(&broker, Topic::DeadLetter, 2, Duration::from_secs(1), Duration::from_secs(60));
+    assert_eq!(dead.len(), 2);
+    let reason =
+        |m: &rdkafka::message::OwnedMessage| header_str(m.headers().unwrap(), headers::REASON).map(str::to_owned);
+    let invalid =
+        dead.iter().find(|m| reason(m).as_deref() == Some("schema_invalid")).expect("the huge field's dead letter");
+    assert_eq!(invalid.payload(), Some(huge_field.as_slice()), "kept whole: only the error was cut");
+    let error = header_str(invalid.headers().unwrap(), headers::ERROR).unwrap();
+    assert!(error.starts_with("currency `XXX") && error.len() < 1_100, "{} bytes", error.len());
+    let malformed = dead
+        .iter()
+        .find(|m| reason(m).as_deref() == Some("malformed"))
+        .expect("the payload at the limit's dead letter");
+    let kept = malformed.payload().unwrap();
+    assert!(at_limit.starts_with(kept) && kept.len() > 999_000, "{} bytes kept", kept.len());
+    let h = malformed.headers().unwrap();
+    assert_eq!(header_str(h, headers::PAYLOAD_TRUNCATED), Some(at_limit.len().to_string().as_str()));
+    assert_eq!(header_str(h, headers::SOURCE_TOPIC), Some(topic.as_str()));
+    assert_eq!(malformed.key(), Some(key.as_bytes()));
+
+    // The events after them were processed.
+    let (expected, _) = reference_scores(&events, built_in_model());
+    let scores =
+        read_committed(&broker, Topic::RiskScores, expected.len(), Duration::from_secs(1), Duration::from_secs(60));
+    assert_each_score_once(&scores_of(&scores), &expected);
+    running.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_hot_reload_changes_model_version_in_outputs() {
     let broker = TestBroker::start("fp-reload").await;
