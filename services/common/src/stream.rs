@@ -751,27 +751,50 @@ impl<P: StatefulProcessor> Loop<P> {
         restorer.assign(&tpl).map_err(StreamError::Client)?;
         let mut pending: Vec<i32> = partitions.to_vec();
         let mut records = 0u64;
-        let deadline = Instant::now() + Duration::from_secs(120);
+        // A large state takes as long as it takes; only a restore that stops moving
+        // (no record and no partition's end for RESTORE_STALL) is an error.
+        let mut progress = Instant::now();
         while !pending.is_empty() {
-            if Instant::now() > deadline {
-                return Err(StreamError::Restore { partition: pending[0], message: "timed out after 120 s".into() });
+            if progress.elapsed() > RESTORE_STALL {
+                let message = format!(
+                    "no changelog record and no partition end for {} s ({records} records read)",
+                    RESTORE_STALL.as_secs()
+                );
+                return Err(StreamError::Restore { partition: pending[0], message });
             }
             match restorer.poll(Duration::from_millis(100)) {
                 None => {}
-                Some(Err(KafkaError::PartitionEOF(p))) => pending.retain(|x| *x != p),
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    pending.retain(|x| *x != p);
+                    progress = Instant::now();
+                }
                 Some(Err(e)) => tracing::warn!(error = %e, "restore consumer error"),
-                Some(Ok(m)) => match self.processor.restore(m.partition(), m.key(), m.payload()) {
-                    Ok(()) => records += 1,
-                    Err(error) => {
-                        tracing::warn!(partition = m.partition(), offset = m.offset(), %error, "skipping unreadable changelog record")
+                Some(Ok(m)) => {
+                    match self.processor.restore(m.partition(), m.key(), m.payload()) {
+                        Ok(()) => records += 1,
+                        Err(error) => {
+                            tracing::warn!(partition = m.partition(), offset = m.offset(), %error, "skipping unreadable changelog record")
+                        }
                     }
-                },
+                    progress = Instant::now();
+                }
             }
         }
         let entries: usize = partitions.iter().map(|p| self.processor.entries_in(*p)).sum();
         let took = started.elapsed();
         self.metrics.record_restore(records, took);
         tracing::info!(?partitions, records, entries, seconds = took.as_secs_f64(), "state restored");
+        // The restore runs in the assignment callback, where the group consumer is not
+        // polled: one longer than max.poll.interval.ms gets the member dropped from the
+        // group, and the restore starts over on its next assignment.
+        let limit = self.settings.kafka.max_poll_interval();
+        if took > limit / 2 {
+            tracing::warn!(
+                seconds = took.as_secs_f64(),
+                max_poll_interval_s = limit.as_secs_f64(),
+                "the restore took more than half of max.poll.interval.ms; raise it (KAFKA_PROP_MAX_POLL_INTERVAL_MS) before the state outgrows it"
+            );
+        }
         Ok(())
     }
 }
@@ -801,6 +824,10 @@ fn rewind<P: StatefulProcessor>(
     consumer.seek_partitions(seek, Duration::from_secs(10))?;
     Ok(())
 }
+
+/// A restore that reads no changelog record and reaches no partition's end for this
+/// long has failed (the changelog is unreadable, not merely large).
+const RESTORE_STALL: Duration = Duration::from_secs(120);
 
 /// How long `poll` waits for a record before the loop counts the input as caught up
 /// (and commits an open batch early).
