@@ -58,13 +58,6 @@ impl KafkaSettings {
             .unwrap_or(crate::dead_letter::DEFAULT_MAX_MESSAGE_BYTES)
     }
 
-    /// The consumers' `max.poll.interval.ms`: the user's pass-through value, else
-    /// librdkafka's default (300 s).
-    pub fn max_poll_interval(&self) -> Duration {
-        let ms = self.properties.get("max.poll.interval.ms").and_then(|v| v.trim().parse().ok());
-        Duration::from_millis(ms.unwrap_or(300_000))
-    }
-
     /// An idempotent, acks=all producer config with throughput-friendly batching.
     pub fn producer_config(&self, client_id: &str) -> ClientConfig {
         let mut config = self.base(client_id);
@@ -295,14 +288,5 @@ mod tests {
         settings.properties.insert("message.max.bytes".into(), "5242880".into());
         assert_eq!(settings.max_message_bytes(), 5_242_880);
         assert_eq!(settings.producer_config("p").get("message.max.bytes"), Some("5242880"));
-    }
-
-    #[test]
-    fn max_poll_interval_is_the_users_or_librdkafkas_default() {
-        let mut settings = KafkaSettings::plain("b:9092");
-        assert_eq!(settings.max_poll_interval(), Duration::from_secs(300));
-        settings.properties.insert("max.poll.interval.ms".into(), "1800000".into());
-        assert_eq!(settings.max_poll_interval(), Duration::from_secs(1800));
-        assert_eq!(settings.consumer_config("c", "g").get("max.poll.interval.ms"), Some("1800000"));
     }
 }

@@ -254,9 +254,28 @@ struct Loop<P> {
     in_flight: VecDeque<InFlight>,
     /// The number of the next at-least-once batch (from 1).
     next_batch: usize,
-    /// Partitions currently assigned to this instance.
+    /// Assigned partitions whose state is rebuilt: their records are processed.
     assigned: Vec<i32>,
+    /// The rebuild of the other assigned partitions' state, if any (they are paused).
+    restoring: Option<Restoration>,
+    /// Records of partitions still being rebuilt that came anyway (fetched before the
+    /// pause): the lowest offset per partition, sought back to when it resumes.
+    skipped: BTreeMap<i32, i64>,
     fatal: Option<StreamError>,
+}
+
+/// A rebuild of partitions' state from the changelog. The loop advances it between
+/// polls of the group consumer, so the member stays in its group however long the
+/// state takes to read (as Kafka Streams restores); its partitions stay paused, and
+/// each resumes as soon as its own state is read to the end.
+struct Restoration {
+    restorer: BaseConsumer<QuietEof>,
+    /// Partitions not yet read to their end.
+    pending: Vec<i32>,
+    records: u64,
+    started: Instant,
+    /// When the last record or partition end was read.
+    progress: Instant,
 }
 
 /// The open batch.
@@ -480,8 +499,14 @@ impl<P: StatefulProcessor> ConsumerContext for StageContext<P> {
             }
             for p in &revoked {
                 state.processor.drop_partition(*p);
+                state.skipped.remove(p);
             }
             state.assigned.retain(|p| !revoked.contains(p));
+            if let Some(r) = &mut state.restoring {
+                // The restorer still reads them; their records are ignored from now on.
+                r.pending.retain(|p| !revoked.contains(p));
+            }
+            state.finish_restore_if_done();
         }
     }
 
@@ -498,28 +523,14 @@ impl<P: StatefulProcessor> ConsumerContext for StageContext<P> {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut state = lock(&self.state);
             let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            // An incremental (cooperative) assignment comes without a revocation, so a
-            // batch may be open. It is committed first: its transaction would otherwise
-            // stay open through the restore, which can outlast transaction.timeout.ms.
-            if let Err(e) = state.commit_all(consumer) {
-                state.fail_or_recover(consumer, e);
-            }
-            if state.fatal.is_some() {
-                return;
-            }
             tracing::info!(?assigned, "partitions assigned; restoring their state");
-            state.readiness.set(false);
-            if let Err(e) = state.restore(&assigned) {
-                state.fatal = Some(e);
-                return;
-            }
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let committed = consumer.committed_offsets((*tpl).clone(), Duration::from_secs(5));
                 tracing::debug!(?committed, "committed offsets at assignment");
             }
-            state.assigned.extend(&assigned);
-            state.assigned.sort_unstable();
-            state.readiness.set(true);
+            if let Err(e) = state.begin_restore(consumer, &assigned) {
+                state.fatal = Some(e);
+            }
         }
     }
 }
@@ -595,6 +606,10 @@ impl<P: StatefulProcessor> Loop<P> {
     /// How long `poll` may wait at `now`: the idle wait, cut short so an open batch is
     /// committed when its interval ends, not up to an idle wait later.
     fn poll_timeout(&self, now: Instant) -> Duration {
+        // While state is being rebuilt, the loop comes back to it at once.
+        if self.restoring.is_some() {
+            return Duration::ZERO;
+        }
         // Acknowledgements come within milliseconds: look for them that often.
         let idle = if self.in_flight.is_empty() { IDLE_POLL } else { ACK_POLL };
         match self.batch.started.filter(|_| self.batch.open) {
@@ -652,8 +667,7 @@ impl<P: StatefulProcessor> Loop<P> {
     }
 
     /// Commits the open batch and waits until every batch in flight is acknowledged
-    /// and its offsets committed (before revocation, before restoring an assignment, and
-    /// at shutdown).
+    /// and its offsets committed (before revocation, and at shutdown).
     fn commit_all(&mut self, consumer: &StageConsumer<P>) -> Result<(), KafkaError> {
         self.commit(consumer)?;
         self.settle(consumer, 0)
@@ -714,28 +728,59 @@ impl<P: StatefulProcessor> Loop<P> {
         self.in_flight.clear();
         self.producer.context().abandon_before(self.next_batch);
         self.processor.abort_batch();
-        let assigned = self.assigned.clone();
-        self.readiness.set(false);
-        if let Err(e) = self.restore(&assigned) {
+        let mut partitions = self.assigned.clone();
+        partitions.extend(self.restoring.as_ref().map_or(&[][..], |r| &r.pending[..]));
+        if let Err(e) = self.pause(consumer, &partitions, true) {
             self.fatal = Some(e);
             return;
         }
-        if let Err(e) = rewind(consumer, self.topic(self.config.input), &assigned) {
+        if let Err(e) = rewind(consumer, self.topic(self.config.input), &partitions) {
             self.fatal = Some(StreamError::Fatal { step: "rewind", source: e });
             return;
         }
-        self.readiness.set(true);
+        for p in &partitions {
+            self.skipped.remove(p);
+        }
+        if let Err(e) = self.begin_restore(consumer, &partitions) {
+            self.fatal = Some(e);
+        }
     }
 
-    /// Rebuilds `partitions`' state from the changelog (committed records only).
-    fn restore(&mut self, partitions: &[i32]) -> Result<(), StreamError> {
-        for &p in partitions {
-            self.processor.drop_partition(p);
-        }
+    /// Pauses (`true`) or resumes `partitions` of the input on `consumer`.
+    fn pause(&self, consumer: &StageConsumer<P>, partitions: &[i32], pause: bool) -> Result<(), StreamError> {
         if partitions.is_empty() {
             return Ok(());
         }
-        let started = Instant::now();
+        let topic = self.topic(self.config.input);
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition(topic, p);
+        }
+        let result = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+        result.map_err(|source| StreamError::Fatal { step: if pause { "pause" } else { "resume" }, source })
+    }
+
+    /// Starts rebuilding the state of `partitions` from the changelog (committed records
+    /// only), together with any partitions still being rebuilt, which start over. They
+    /// are paused until each is rebuilt, and `/readyz` is false until all are.
+    fn begin_restore(&mut self, consumer: &StageConsumer<P>, partitions: &[i32]) -> Result<(), StreamError> {
+        let mut pending = self.restoring.take().map(|r| r.pending).unwrap_or_default();
+        for &p in partitions {
+            if !pending.contains(&p) {
+                pending.push(p);
+            }
+        }
+        pending.sort_unstable();
+        if pending.is_empty() {
+            self.readiness.set(true);
+            return Ok(());
+        }
+        self.readiness.set(false);
+        self.assigned.retain(|p| !pending.contains(p));
+        self.pause(consumer, &pending, true)?;
+        for &p in &pending {
+            self.processor.drop_partition(p);
+        }
         let topic = self.topic(self.config.changelog).to_owned();
         let mut config = self.settings.kafka.consumer_config(
             &format!("{}-restore", self.settings.instance),
@@ -744,58 +789,100 @@ impl<P: StatefulProcessor> Loop<P> {
         config.set("enable.partition.eof", "true");
         let restorer: BaseConsumer<QuietEof> = config.create_with_context(QuietEof).map_err(StreamError::Client)?;
         let mut tpl = TopicPartitionList::new();
-        for &p in partitions {
+        for &p in &pending {
             tpl.add_partition_offset(&topic, p, Offset::Beginning)
                 .map_err(|e| StreamError::Restore { partition: p, message: e.to_string() })?;
         }
         restorer.assign(&tpl).map_err(StreamError::Client)?;
-        let mut pending: Vec<i32> = partitions.to_vec();
-        let mut records = 0u64;
-        // A large state takes as long as it takes; only a restore that stops moving
-        // (no record and no partition's end for RESTORE_STALL) is an error.
-        let mut progress = Instant::now();
-        while !pending.is_empty() {
-            if progress.elapsed() > RESTORE_STALL {
-                let message = format!(
-                    "no changelog record and no partition end for {} s ({records} records read)",
-                    RESTORE_STALL.as_secs()
-                );
-                return Err(StreamError::Restore { partition: pending[0], message });
+        let now = Instant::now();
+        self.restoring = Some(Restoration { restorer, pending, records: 0, started: now, progress: now });
+        Ok(())
+    }
+
+    /// Advances the rebuild for about `budget`; each partition read to its end resumes.
+    fn restore_step(&mut self, consumer: &StageConsumer<P>, budget: Duration) -> Result<(), StreamError> {
+        let Loop { restoring, processor, .. } = self;
+        let Some(r) = restoring.as_mut() else { return Ok(()) };
+        let until = Instant::now() + budget;
+        let mut done = Vec::new();
+        while !r.pending.is_empty() {
+            let now = Instant::now();
+            if now >= until {
+                break;
             }
-            match restorer.poll(Duration::from_millis(100)) {
+            // A large state takes as long as it takes; only a rebuild that stops moving
+            // (no record and no partition's end for RESTORE_STALL) is an error.
+            if now - r.progress > RESTORE_STALL {
+                let message = format!(
+                    "no changelog record and no partition end for {} s ({} records read)",
+                    RESTORE_STALL.as_secs(),
+                    r.records
+                );
+                return Err(StreamError::Restore { partition: r.pending[0], message });
+            }
+            match r.restorer.poll(until - now) {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
-                    pending.retain(|x| *x != p);
-                    progress = Instant::now();
+                    if r.pending.contains(&p) {
+                        r.pending.retain(|x| *x != p);
+                        done.push(p);
+                    }
+                    r.progress = Instant::now();
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "restore consumer error"),
                 Some(Ok(m)) => {
-                    match self.processor.restore(m.partition(), m.key(), m.payload()) {
-                        Ok(()) => records += 1,
-                        Err(error) => {
-                            tracing::warn!(partition = m.partition(), offset = m.offset(), %error, "skipping unreadable changelog record")
+                    // A partition revoked meanwhile is still read, and ignored.
+                    if r.pending.contains(&m.partition()) {
+                        match processor.restore(m.partition(), m.key(), m.payload()) {
+                            Ok(()) => r.records += 1,
+                            Err(error) => {
+                                tracing::warn!(partition = m.partition(), offset = m.offset(), %error, "skipping unreadable changelog record")
+                            }
                         }
                     }
-                    progress = Instant::now();
+                    r.progress = Instant::now();
                 }
             }
         }
-        let entries: usize = partitions.iter().map(|p| self.processor.entries_in(*p)).sum();
-        let took = started.elapsed();
-        self.metrics.record_restore(records, took);
-        tracing::info!(?partitions, records, entries, seconds = took.as_secs_f64(), "state restored");
-        // The restore runs in the assignment callback, where the group consumer is not
-        // polled: one longer than max.poll.interval.ms gets the member dropped from the
-        // group, and the restore starts over on its next assignment.
-        let limit = self.settings.kafka.max_poll_interval();
-        if took > limit / 2 {
-            tracing::warn!(
-                seconds = took.as_secs_f64(),
-                max_poll_interval_s = limit.as_secs_f64(),
-                "the restore took more than half of max.poll.interval.ms; raise it (KAFKA_PROP_MAX_POLL_INTERVAL_MS) before the state outgrows it"
-            );
+        for p in done {
+            if let Some(offset) = self.skipped.remove(&p) {
+                let topic = self.topic(self.config.input);
+                consumer
+                    .seek(topic, p, Offset::Offset(offset), Duration::from_secs(10))
+                    .map_err(|source| StreamError::Fatal { step: "seek", source })?;
+            }
+            self.pause(consumer, &[p], false)?;
+            self.assigned.push(p);
+            self.assigned.sort_unstable();
         }
+        self.finish_restore_if_done();
         Ok(())
+    }
+
+    /// Ends the rebuild once no partition is left to read: metrics, log, `/readyz`.
+    fn finish_restore_if_done(&mut self) {
+        if self.restoring.as_ref().is_none_or(|r| !r.pending.is_empty()) {
+            return;
+        }
+        let r = self.restoring.take().expect("just looked at");
+        let took = r.started.elapsed();
+        let entries: usize = self.assigned.iter().map(|p| self.processor.entries_in(*p)).sum();
+        self.metrics.record_restore(r.records, took);
+        tracing::info!(
+            assigned = ?self.assigned,
+            records = r.records,
+            entries,
+            seconds = took.as_secs_f64(),
+            "state restored"
+        );
+        self.readiness.set(true);
+    }
+
+    /// A record of `partition`, still being rebuilt, came anyway: it is not processed,
+    /// and the partition is sought back to it when it resumes.
+    fn skip(&mut self, partition: i32, offset: i64) {
+        let lowest = self.skipped.entry(partition).or_insert(offset);
+        *lowest = (*lowest).min(offset);
     }
 }
 
@@ -828,6 +915,10 @@ fn rewind<P: StatefulProcessor>(
 /// A restore that reads no changelog record and reaches no partition's end for this
 /// long has failed (the changelog is unreadable, not merely large).
 const RESTORE_STALL: Duration = Duration::from_secs(120);
+
+/// How long the loop reads the changelog at a time while state is being rebuilt,
+/// before it polls the group consumer (and processes the partitions already rebuilt).
+const RESTORE_SLICE: Duration = Duration::from_millis(50);
 
 /// How long `poll` waits for a record before the loop counts the input as caught up
 /// (and commits an open batch early).
@@ -888,6 +979,8 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
         in_flight: VecDeque::new(),
         next_batch: 1,
         assigned: Vec::new(),
+        restoring: None,
+        skipped: BTreeMap::new(),
         fatal: None,
     }));
     let consumer: StageConsumer<P> = consumer_config
@@ -897,7 +990,11 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
     tracing::info!(topic = %input, guarantee = ?lock(&state).config.guarantee, "consuming");
 
     while !shutdown.is_cancelled() {
-        let timeout = lock(&state).poll_timeout(Instant::now());
+        let timeout = {
+            let mut st = lock(&state);
+            st.restore_step(&consumer, RESTORE_SLICE)?;
+            st.poll_timeout(Instant::now())
+        };
         let polled = consumer.poll(timeout);
         // One clock read per record: it is a visible cost at these rates.
         let now = Instant::now();
@@ -905,10 +1002,14 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
         if let Some(e) = st.fatal.take() {
             return Err(e);
         }
-        let caught_up = polled.is_none();
+        // (While state is rebuilt the poll does not wait, and an empty one says nothing.)
+        let caught_up = polled.is_none() && !timeout.is_zero();
         match polled {
             None => {}
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            Some(Ok(message)) if !st.assigned.contains(&message.partition()) => {
+                st.skip(message.partition(), message.offset());
+            }
             Some(Ok(message)) => {
                 if let Err(e) = st.handle(&message, now) {
                     drop(message);

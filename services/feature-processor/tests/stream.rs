@@ -294,6 +294,76 @@ async fn not_ready_until_the_state_is_restored() {
     b.stop();
 }
 
+/// A rebuild runs between polls of the group consumer, not inside the assignment
+/// callback: one that takes longer than `max.poll.interval.ms` leaves the member in its
+/// group, and the partitions are processed once rebuilt. (Inside the callback, the
+/// client left the group at the interval, and every rejoin started the rebuild over.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_longer_than_max_poll_interval_keeps_the_member_in_its_group() {
+    // Every request answered 50 ms late, so reading the changelog takes a while. At
+    // least once: librdkafka's mock keeps no transactional offset commits, and the
+    // rebuild is the same in both modes.
+    let broker = TestBroker::start_with_round_trip("fp-long", Duration::from_millis(50)).await;
+    let events = simulated(30, 40, 6);
+    let (expected, _) = reference_scores(&events, built_in_model());
+    let (first, rest) = events.split_at(events.len() * 3 / 4);
+    send_events(&broker, first).await;
+    let (s1, config) = settings(&broker, "fp-long-a", "processing_guarantee: at_least_once");
+    let a = start(s1, &config, ModelHandle::new(built_in_model()));
+    wait_until("a to commit the first part", Duration::from_secs(120), || a.metrics.committed() == first.len() as u64);
+    a.stop();
+    // A long changelog to read: 150 more record batches per partition, each a tombstone
+    // of a day no customer has (the rebuild reads and ignores them).
+    let mut filler = broker.kafka.producer_config("filler");
+    filler.set("batch.num.messages", "1").set("linger.ms", "0");
+    let filler: rdkafka::producer::FutureProducer = filler.create().unwrap();
+    let changelog = broker.topic(Topic::CustomerFeatures);
+    let sends: Vec<_> = (0..900)
+        .map(|i| {
+            let record = FutureRecord::<str, [u8]>::to(&changelog).partition(i % 6).key("nobody/2026-01-01");
+            filler.send_result(record).map_err(|(e, _)| e).unwrap()
+        })
+        .collect();
+    for sent in sends {
+        sent.await.unwrap().unwrap();
+    }
+
+    // b must poll its group consumer every 6 s (the broker's shortest session), and
+    // reads one record batch per changelog partition per round trip: its rebuild takes
+    // longer than that.
+    let env = [
+        ("KAFKA_PROP_MAX_POLL_INTERVAL_MS", "6000"),
+        ("KAFKA_PROP_SESSION_TIMEOUT_MS", "6000"),
+        ("KAFKA_PROP_HEARTBEAT_INTERVAL_MS", "2000"),
+        ("KAFKA_PROP_MAX_PARTITION_FETCH_BYTES", "1"),
+    ];
+    let (s2, _) = settings_with_env(&broker, "fp-long-b", "processing_guarantee: at_least_once", &env);
+    let b = start(s2, &config, ModelHandle::new(built_in_model()));
+    wait_until("b ready", Duration::from_secs(120), || b.readiness.get());
+    let metric = |name: &str| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &b.registry).unwrap();
+        eventpipe_common::testing::sample(&text, name).unwrap_or(0.0)
+    };
+    let took = metric("eventpipe_state_restore_seconds_sum");
+    if broker.external {
+        eprintln!("an external broker reads at its own pace: the rebuild took {took:.1} s");
+    } else {
+        assert!(took > 6.0, "the rebuild must outlast max.poll.interval.ms to show anything: {took} s");
+    }
+    send_events(&broker, rest).await;
+    let got = scores_of(&read_committed(
+        &broker,
+        Topic::RiskScores,
+        expected.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(120),
+    ));
+    assert_each_score_once(&got, &expected);
+    assert_eq!(metric("eventpipe_state_restore_seconds_count"), 1.0, "one rebuild: b never left the group");
+    b.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_one_leaving_mid_stream_still_emit_exactly_once() {
     let Some(broker) = TestBroker::start_transactional("fp-two").await else {

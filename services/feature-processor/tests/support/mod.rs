@@ -36,6 +36,16 @@ pub fn built_in_model() -> RiskModel {
 /// Settings of instance `instance` of the feature-processor on `broker`, with the
 /// stage section given as YAML.
 pub fn settings(broker: &TestBroker, instance: &str, section: &str) -> (Settings, FeatureProcessorSettings) {
+    settings_with_env(broker, instance, section, &[])
+}
+
+/// As [`settings`], with environment variables (e.g. `KAFKA_PROP_*`) as a pod has them.
+pub fn settings_with_env(
+    broker: &TestBroker,
+    instance: &str,
+    section: &str,
+    env: &[(&str, &str)],
+) -> (Settings, FeatureProcessorSettings) {
     let args = RuntimeArgs {
         pipeline_name: Some(broker.pipeline.clone()),
         bootstrap_servers: Some(broker.kafka.bootstrap_servers.clone()),
@@ -45,7 +55,8 @@ pub fn settings(broker: &TestBroker, instance: &str, section: &str) -> (Settings
     };
     let yaml = format!("stages:\n  feature-processor:\n{}", indent(section));
     let file = PipelineFile::parse(&yaml).unwrap();
-    let settings = Settings::resolve("feature-processor", file, &args, []).unwrap();
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let settings = Settings::resolve("feature-processor", file, &args, env).unwrap();
     let section: FeatureProcessorSettings = settings.stage_settings().unwrap();
     (settings, section)
 }
