@@ -730,10 +730,7 @@ impl<P: StatefulProcessor> Loop<P> {
         self.processor.abort_batch();
         let mut partitions = self.assigned.clone();
         partitions.extend(self.restoring.as_ref().map_or(&[][..], |r| &r.pending[..]));
-        if let Err(e) = self.pause(consumer, &partitions, true) {
-            self.fatal = Some(e);
-            return;
-        }
+        // Rewound here, paused by the rebuild (no poll comes in between).
         if let Err(e) = rewind(consumer, self.topic(self.config.input), &partitions) {
             self.fatal = Some(StreamError::Fatal { step: "rewind", source: e });
             return;
