@@ -100,3 +100,10 @@ pub fn counts<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> Ha
 pub fn sample(exposition: &str, name: &str) -> Option<f64> {
     exposition.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// The value of sample `name` in `registry` (as [`sample`], on its text encoding).
+pub fn registry_sample(registry: &prometheus_client::registry::Registry, name: &str) -> Option<f64> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encode the registry");
+    sample(&text, name)
+}

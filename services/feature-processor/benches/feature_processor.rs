@@ -35,6 +35,7 @@ use eventpipe_common::kafka::{create_topics, send_waiting, KafkaSettings};
 use eventpipe_common::stats::StageMetrics;
 use eventpipe_common::stream::StageHandles;
 use eventpipe_common::telemetry;
+use eventpipe_common::testing::registry_sample;
 use eventpipe_common::topics::{resolve_topics, Topic};
 use feature_processor::model::RiskModel;
 use feature_processor::model_watch::ModelHandle;
@@ -247,13 +248,6 @@ fn pass_through(kafka: &KafkaSettings, pipeline: &str, expected: usize) -> f64 {
     started.unwrap().elapsed().as_secs_f64()
 }
 
-/// A counter or histogram count of `registry`, from its text encoding.
-fn metric(registry: &Registry, name: &str) -> f64 {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-    eventpipe_common::testing::sample(&text, name).unwrap_or(0.0)
-}
-
 /// The stage, from its first record to the commit of its last (as the pass-through:
 /// leaving the group afterwards is not timed): seconds, and records produced.
 fn stage(kafka: &KafkaSettings, pipeline: &str, guarantee: &str, expected: usize) -> (f64, f64) {
@@ -295,7 +289,7 @@ fn stage(kafka: &KafkaSettings, pipeline: &str, guarantee: &str, expected: usize
         }
     }
     let secs = started.unwrap().elapsed().as_secs_f64();
-    let produced = metric(&registry, "eventpipe_records_produced_total");
+    let produced = registry_sample(&registry, "eventpipe_records_produced_total").unwrap_or(0.0);
     shutdown.cancel();
     handle.join().unwrap().unwrap();
     (secs, produced)

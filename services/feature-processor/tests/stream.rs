@@ -14,6 +14,7 @@ use eventpipe_common::broker::TestBroker;
 use eventpipe_common::dead_letter::headers;
 use eventpipe_common::events::{derived_event_id, RiskBand};
 use eventpipe_common::telemetry::{header_str, TRACEPARENT};
+use eventpipe_common::testing::registry_sample;
 use eventpipe_common::topics::Topic;
 use feature_processor::model::RiskModel;
 use feature_processor::model_watch::ModelHandle;
@@ -287,10 +288,9 @@ async fn not_ready_until_the_state_is_restored() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(b.metrics.restored_records(), changelog.len() as u64, "ready before the restore was done");
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &b.registry).unwrap();
-    assert!(text.contains(&format!("eventpipe_state_restored_records_total {}", changelog.len())), "{text}");
-    assert!(text.contains("eventpipe_state_restore_seconds_count 1"), "{text}");
+    let metric = |name| registry_sample(&b.registry, name);
+    assert_eq!(metric("eventpipe_state_restored_records_total"), Some(changelog.len() as f64));
+    assert_eq!(metric("eventpipe_state_restore_seconds_count"), Some(1.0));
     b.stop();
 }
 
@@ -340,11 +340,7 @@ async fn a_restore_longer_than_max_poll_interval_keeps_the_member_in_its_group()
     let (s2, _) = settings_with_env(&broker, "fp-long-b", "processing_guarantee: at_least_once", &env);
     let b = start(s2, &config, ModelHandle::new(built_in_model()));
     wait_until("b ready", Duration::from_secs(120), || b.readiness.get());
-    let metric = |name: &str| {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &b.registry).unwrap();
-        eventpipe_common::testing::sample(&text, name).unwrap_or(0.0)
-    };
+    let metric = |name| registry_sample(&b.registry, name).unwrap_or(0.0);
     let took = metric("eventpipe_state_restore_seconds_sum");
     if broker.external {
         eprintln!("an external broker reads at its own pace: the rebuild took {took:.1} s");
