@@ -29,10 +29,14 @@ pub const TEST_BOOTSTRAP_ENV: &str = "EVENTPIPE_TEST_BOOTSTRAP_SERVERS";
 /// Env var naming a `tansu` binary for tests that need real transactions.
 pub const TEST_TANSU_ENV: &str = "EVENTPIPE_TEST_TANSU";
 
+/// A request to the embedded broker's thread: a round trip to set, and where to answer.
+type RoundTripRequest = (Duration, mpsc::Sender<Result<(), KafkaError>>);
+
 /// librdkafka's mock cluster, owned by a thread of its own (the handle is not `Send`).
 pub struct EmbeddedBroker {
     bootstrap_servers: String,
-    stop: Option<mpsc::Sender<()>>,
+    /// Round trips to set, each answered; closing it stops the broker.
+    round_trips: Option<mpsc::Sender<RoundTripRequest>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -47,7 +51,7 @@ impl EmbeddedBroker {
     pub fn start_with_round_trip(topics: &[TopicSpec], round_trip: Duration) -> Result<Self, KafkaError> {
         let topics: Vec<(String, i32)> = topics.iter().map(|t| (t.name.clone(), t.partitions)).collect();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (round_trips, requests) = mpsc::channel::<RoundTripRequest>();
         let thread = std::thread::Builder::new()
             .name("embedded-broker".into())
             .spawn(move || {
@@ -71,13 +75,23 @@ impl EmbeddedBroker {
                     }
                 }
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                // Runs until the owner drops the broker (or the sender goes away).
-                let _ = stop_rx.recv();
+                // Runs until the owner drops the broker (the sender goes away).
+                for (round_trip, answer) in requests {
+                    let _ = answer.send(cluster.broker_round_trip_time(1, round_trip));
+                }
                 drop(cluster);
             })
             .expect("spawn embedded broker thread");
         let bootstrap_servers = ready_rx.recv().expect("embedded broker thread answers")?;
-        Ok(EmbeddedBroker { bootstrap_servers, stop: Some(stop_tx), thread: Some(thread) })
+        Ok(EmbeddedBroker { bootstrap_servers, round_trips: Some(round_trips), thread: Some(thread) })
+    }
+
+    /// From now on, answers every request `round_trip` late (zero: at once).
+    pub fn set_round_trip(&self, round_trip: Duration) -> Result<(), KafkaError> {
+        let (answer, answered) = mpsc::channel();
+        let sender = self.round_trips.as_ref().expect("set until dropped");
+        sender.send((round_trip, answer)).expect("the broker thread runs until dropped");
+        answered.recv().expect("the broker thread answers")
     }
 
     /// The broker list to connect to.
@@ -88,7 +102,7 @@ impl EmbeddedBroker {
 
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        drop(self.round_trips.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -227,6 +241,18 @@ impl TestBroker {
         let kafka = KafkaSettings::plain(bootstrap);
         create_topics(&kafka, &topics).await.expect("create topics on the test's tansu");
         Some(TestBroker { pipeline, kafka, topics, external: true, _embedded: None, _tansu: Some(process) })
+    }
+
+    /// The embedded broker answers every request `round_trip` late from now on; `false`
+    /// (and nothing changes) on an external broker.
+    pub fn set_round_trip(&self, round_trip: Duration) -> bool {
+        match &self._embedded {
+            Some(broker) => {
+                broker.set_round_trip(round_trip).expect("set the embedded broker's round trip");
+                true
+            }
+            None => false,
+        }
     }
 
     /// The Kafka name of a topic of this test's pipeline.

@@ -151,13 +151,18 @@ impl StageMetrics {
         self.window.lag.store(lag, Ordering::Relaxed);
     }
 
-    /// Records one restore of state from the changelog: `records` applied in `took`.
-    pub fn record_restore(&self, records: u64, took: Duration) {
+    /// Counts changelog records applied while rebuilding state, as they are (a
+    /// rebuild's progress shows before it ends).
+    pub fn record_restored(&self, records: u64) {
         self.restored.inc_by(records);
+    }
+
+    /// Records that a rebuild of state from the changelog ended after `took`.
+    pub fn record_restore(&self, took: Duration) {
         self.restore_seconds.observe(took.as_secs_f64());
     }
 
-    /// Changelog records applied in restores since the start.
+    /// Changelog records applied in rebuilds since the start.
     pub fn restored_records(&self) -> u64 {
         self.restored.get()
     }
@@ -265,8 +270,10 @@ mod tests {
     fn restores_are_counted_and_timed() {
         let mut registry = Registry::default();
         let m = StageMetrics::new(&mut registry, "feature-processor", "fp-0");
-        m.record_restore(120, Duration::from_millis(300));
-        m.record_restore(0, Duration::from_millis(20));
+        m.record_restored(100);
+        m.record_restored(20);
+        m.record_restore(Duration::from_millis(300));
+        m.record_restore(Duration::from_millis(20));
         assert_eq!(m.restored_records(), 120);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();

@@ -728,8 +728,9 @@ impl<P: StatefulProcessor> Loop<P> {
         self.in_flight.clear();
         self.producer.context().abandon_before(self.next_batch);
         self.processor.abort_batch();
+        // Every partition's state is rebuilt from the start, those still being rebuilt too.
         let mut partitions = self.assigned.clone();
-        partitions.extend(self.restoring.as_ref().map_or(&[][..], |r| &r.pending[..]));
+        partitions.extend(self.restoring.take().map_or(Vec::new(), |r| r.pending));
         // Rewound here, paused by the rebuild (no poll comes in between).
         if let Err(e) = rewind(consumer, self.topic(self.config.input), &partitions) {
             self.fatal = Some(StreamError::Fatal { step: "rewind", source: e });
@@ -758,50 +759,77 @@ impl<P: StatefulProcessor> Loop<P> {
     }
 
     /// Starts rebuilding the state of `partitions` from the changelog (committed records
-    /// only), together with any partitions still being rebuilt, which start over. They
-    /// are paused until each is rebuilt, and `/readyz` is false until all are.
+    /// only). They are paused until each is rebuilt, and `/readyz` is false until all
+    /// are. A rebuild already running goes on where it is, with them added: with the
+    /// cooperative protocol every rebalance of the group calls the assignment callback,
+    /// most often with no partition for this member, and starting over at each would
+    /// never end a large rebuild in a group whose members come and go.
     fn begin_restore(&mut self, consumer: &StageConsumer<P>, partitions: &[i32]) -> Result<(), StreamError> {
-        let mut pending = self.restoring.take().map(|r| r.pending).unwrap_or_default();
-        for &p in partitions {
-            if !pending.contains(&p) {
-                pending.push(p);
+        let pending = self.restoring.as_ref().map_or(&[][..], |r| &r.pending[..]);
+        let mut new: Vec<i32> = partitions.iter().copied().filter(|p| !pending.contains(p)).collect();
+        new.sort_unstable();
+        new.dedup();
+        if new.is_empty() {
+            if self.restoring.is_none() {
+                self.readiness.set(true);
             }
-        }
-        pending.sort_unstable();
-        if pending.is_empty() {
-            self.readiness.set(true);
             return Ok(());
         }
         self.readiness.set(false);
-        self.assigned.retain(|p| !pending.contains(p));
-        self.pause(consumer, &pending, true)?;
-        for &p in &pending {
+        self.assigned.retain(|p| !new.contains(p));
+        self.pause(consumer, &new, true)?;
+        for &p in &new {
             self.processor.drop_partition(p);
         }
         let topic = self.topic(self.config.changelog).to_owned();
-        let mut config = self.settings.kafka.consumer_config(
-            &format!("{}-restore", self.settings.instance),
-            &format!("{}.restore", self.settings.group_id),
-        );
-        config.set("enable.partition.eof", "true");
-        let restorer: BaseConsumer<QuietEof> = config.create_with_context(QuietEof).map_err(StreamError::Client)?;
+        // The partitions already being read continue from their positions; the new
+        // ones start from the beginning.
         let mut tpl = TopicPartitionList::new();
-        for &p in &pending {
-            tpl.add_partition_offset(&topic, p, Offset::Beginning)
-                .map_err(|e| StreamError::Restore { partition: p, message: e.to_string() })?;
+        let restore_error = |p: i32, e: KafkaError| StreamError::Restore { partition: p, message: e.to_string() };
+        if let Some(r) = &self.restoring {
+            let positions = r.restorer.position().map_err(StreamError::Client)?;
+            for &p in &r.pending {
+                let offset = match positions.find_partition(&topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                };
+                tpl.add_partition_offset(&topic, p, offset).map_err(|e| restore_error(p, e))?;
+            }
         }
-        restorer.assign(&tpl).map_err(StreamError::Client)?;
+        for &p in &new {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning).map_err(|e| restore_error(p, e))?;
+        }
         let now = Instant::now();
-        self.restoring = Some(Restoration { restorer, pending, records: 0, started: now, progress: now });
+        let r = match self.restoring.take() {
+            Some(mut r) => {
+                r.pending.extend(&new);
+                r.pending.sort_unstable();
+                r.progress = now;
+                r
+            }
+            None => {
+                let mut config = self.settings.kafka.consumer_config(
+                    &format!("{}-restore", self.settings.instance),
+                    &format!("{}.restore", self.settings.group_id),
+                );
+                config.set("enable.partition.eof", "true");
+                let restorer: BaseConsumer<QuietEof> =
+                    config.create_with_context(QuietEof).map_err(StreamError::Client)?;
+                Restoration { restorer, pending: new, records: 0, started: now, progress: now }
+            }
+        };
+        r.restorer.assign(&tpl).map_err(StreamError::Client)?;
+        self.restoring = Some(r);
         Ok(())
     }
 
     /// Advances the rebuild for about `budget`; each partition read to its end resumes.
     fn restore_step(&mut self, consumer: &StageConsumer<P>, budget: Duration) -> Result<(), StreamError> {
-        let Loop { restoring, processor, .. } = self;
+        let Loop { restoring, processor, metrics, .. } = self;
         let Some(r) = restoring.as_mut() else { return Ok(()) };
         let until = Instant::now() + budget;
         let mut done = Vec::new();
+        let read_before = r.records;
         while !r.pending.is_empty() {
             let now = Instant::now();
             if now >= until {
@@ -841,6 +869,7 @@ impl<P: StatefulProcessor> Loop<P> {
                 }
             }
         }
+        metrics.record_restored(r.records - read_before);
         for p in done {
             if let Some(offset) = self.skipped.remove(&p) {
                 let topic = self.topic(self.config.input);
@@ -864,7 +893,7 @@ impl<P: StatefulProcessor> Loop<P> {
         let r = self.restoring.take().expect("just looked at");
         let took = r.started.elapsed();
         let entries: usize = self.assigned.iter().map(|p| self.processor.entries_in(*p)).sum();
-        self.metrics.record_restore(r.records, took);
+        self.metrics.record_restore(took);
         tracing::info!(
             assigned = ?self.assigned,
             records = r.records,
