@@ -1040,13 +1040,21 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
     consumer.subscribe(&[&input]).map_err(|source| StreamError::Subscribe { topic: input.clone(), source })?;
     tracing::info!(topic = %input, guarantee = ?lock(&state).config.guarantee, "consuming");
 
+    // While state is rebuilt, reading the changelog and processing the partitions
+    // already rebuilt take turns of RESTORE_SLICE (the changelog gets every turn the
+    // input has nothing for): one record per slice would all but stop them.
+    let (mut restore_turn, mut idle) = (Instant::now(), true);
     while !shutdown.is_cancelled() {
         let timeout = {
             let mut st = lock(&state);
-            st.restore_step(&consumer, RESTORE_SLICE)?;
+            if st.restoring.is_some() && (idle || Instant::now() >= restore_turn) {
+                st.restore_step(&consumer, RESTORE_SLICE)?;
+                restore_turn = Instant::now() + RESTORE_SLICE;
+            }
             st.poll_timeout(Instant::now())
         };
         let polled = consumer.poll(timeout);
+        idle = polled.is_none();
         // One clock read per record: it is a visible cost at these rates.
         let now = Instant::now();
         let mut st = lock(&state);
