@@ -198,7 +198,17 @@ impl TestBroker {
     /// As [`TestBroker::start`], with the embedded broker answering every request
     /// `round_trip` late; an external broker is used as it is.
     pub async fn start_with_round_trip(name: &str, round_trip: Duration) -> Self {
-        let (pipeline, topics) = fresh_pipeline(name, &BTreeMap::new());
+        Self::start_configured(name, &BTreeMap::new(), round_trip).await
+    }
+
+    /// As [`TestBroker::start`], with the topics' settings overridden as a pipeline's
+    /// `topics` section does.
+    pub async fn start_with_topics(name: &str, overrides: &BTreeMap<Topic, TopicOverride>) -> Self {
+        Self::start_configured(name, overrides, Duration::ZERO).await
+    }
+
+    async fn start_configured(name: &str, overrides: &BTreeMap<Topic, TopicOverride>, round_trip: Duration) -> Self {
+        let (pipeline, topics) = fresh_pipeline(name, overrides);
         match std::env::var(TEST_BOOTSTRAP_ENV).ok().filter(|s| !s.is_empty()) {
             Some(bootstrap) => {
                 let kafka = KafkaSettings::plain(bootstrap);

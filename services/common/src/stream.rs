@@ -704,6 +704,21 @@ impl<P: StatefulProcessor> Loop<P> {
         Ok(list)
     }
 
+    /// After a record could not be handled. An output the producer refused at once (too
+    /// large, no such partition) would be refused again after any rewind, so the stage
+    /// stops, as Kafka Streams' default production exception handler stops it, rather
+    /// than rebuild its state and fail on the same record for ever; the open batch is
+    /// not committed, so the record is processed again once the cause is mended. Other
+    /// errors (exactly once: the transaction's) go to [`Self::fail_or_recover`].
+    fn refused(&mut self, consumer: &StageConsumer<P>, error: KafkaError) {
+        if matches!(error, KafkaError::MessageProduction(_)) {
+            tracing::error!(%error, "an output was refused; stopping without committing its batch");
+            self.fatal = Some(StreamError::Fatal { step: "produce", source: error });
+        } else {
+            self.fail_or_recover(consumer, error);
+        }
+    }
+
     /// After a failed commit: abort and rewind when the error allows it, else stop.
     fn fail_or_recover(&mut self, consumer: &StageConsumer<P>, error: KafkaError) {
         let abortable = match &error {
@@ -711,7 +726,7 @@ impl<P: StatefulProcessor> Loop<P> {
             _ => self.config.guarantee == Guarantee::AtLeastOnce,
         };
         if !abortable {
-            tracing::error!(%error, "fatal error producing or committing the batch");
+            tracing::error!(%error, "fatal error committing the batch");
             self.fatal = Some(StreamError::Fatal { step: "commit", source: error });
             return;
         }
@@ -1072,7 +1087,7 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
             Some(Ok(message)) => {
                 if let Err(e) = st.handle(&message, now) {
                     drop(message);
-                    st.fail_or_recover(&consumer, e);
+                    st.refused(&consumer, e);
                 }
             }
         }

