@@ -17,8 +17,10 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use crate::kafka::{create_topics, KafkaSettings};
 use crate::topics::{resolve_topics, Topic, TopicOverride, TopicSpec};
@@ -29,14 +31,16 @@ pub const TEST_BOOTSTRAP_ENV: &str = "EVENTPIPE_TEST_BOOTSTRAP_SERVERS";
 /// Env var naming a `tansu` binary for tests that need real transactions.
 pub const TEST_TANSU_ENV: &str = "EVENTPIPE_TEST_TANSU";
 
-/// A request to the embedded broker's thread: a round trip to set, and where to answer.
-type RoundTripRequest = (Duration, mpsc::Sender<Result<(), KafkaError>>);
+/// A change to the running embedded broker, made on its thread (the cluster handle is
+/// not `Send`), and where to answer.
+type Change = (ChangeFn, mpsc::Sender<KafkaResult<()>>);
+type ChangeFn = Box<dyn FnOnce(&MockCluster<'static, DefaultProducerContext>) -> KafkaResult<()> + Send>;
 
 /// librdkafka's mock cluster, owned by a thread of its own (the handle is not `Send`).
 pub struct EmbeddedBroker {
     bootstrap_servers: String,
-    /// Round trips to set, each answered; closing it stops the broker.
-    round_trips: Option<mpsc::Sender<RoundTripRequest>>,
+    /// Changes to make, each answered; closing it stops the broker.
+    changes: Option<mpsc::Sender<Change>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -51,7 +55,7 @@ impl EmbeddedBroker {
     pub fn start_with_round_trip(topics: &[TopicSpec], round_trip: Duration) -> Result<Self, KafkaError> {
         let topics: Vec<(String, i32)> = topics.iter().map(|t| (t.name.clone(), t.partitions)).collect();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let (round_trips, requests) = mpsc::channel::<RoundTripRequest>();
+        let (changes, requests) = mpsc::channel::<Change>();
         let thread = std::thread::Builder::new()
             .name("embedded-broker".into())
             .spawn(move || {
@@ -76,21 +80,33 @@ impl EmbeddedBroker {
                 }
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 // Runs until the owner drops the broker (the sender goes away).
-                for (round_trip, answer) in requests {
-                    let _ = answer.send(cluster.broker_round_trip_time(1, round_trip));
+                for (change, answer) in requests {
+                    let _ = answer.send(change(&cluster));
                 }
                 drop(cluster);
             })
             .expect("spawn embedded broker thread");
         let bootstrap_servers = ready_rx.recv().expect("embedded broker thread answers")?;
-        Ok(EmbeddedBroker { bootstrap_servers, round_trips: Some(round_trips), thread: Some(thread) })
+        Ok(EmbeddedBroker { bootstrap_servers, changes: Some(changes), thread: Some(thread) })
     }
 
     /// From now on, answers every request `round_trip` late (zero: at once).
-    pub fn set_round_trip(&self, round_trip: Duration) -> Result<(), KafkaError> {
+    pub fn set_round_trip(&self, round_trip: Duration) -> KafkaResult<()> {
+        self.change(Box::new(move |cluster| cluster.broker_round_trip_time(1, round_trip)))
+    }
+
+    /// Answers the next `errors.len()` requests of `api` with these errors, in order.
+    pub fn fail_requests(&self, api: RDKafkaApiKey, errors: Vec<RDKafkaRespErr>) -> KafkaResult<()> {
+        self.change(Box::new(move |cluster| {
+            cluster.request_errors(api, &errors);
+            Ok(())
+        }))
+    }
+
+    fn change(&self, change: ChangeFn) -> KafkaResult<()> {
         let (answer, answered) = mpsc::channel();
-        let sender = self.round_trips.as_ref().expect("set until dropped");
-        sender.send((round_trip, answer)).expect("the broker thread runs until dropped");
+        let sender = self.changes.as_ref().expect("set until dropped");
+        sender.send((change, answer)).expect("the broker thread runs until dropped");
         answered.recv().expect("the broker thread answers")
     }
 
@@ -102,7 +118,7 @@ impl EmbeddedBroker {
 
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
-        drop(self.round_trips.take());
+        drop(self.changes.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -259,6 +275,18 @@ impl TestBroker {
         match &self._embedded {
             Some(broker) => {
                 broker.set_round_trip(round_trip).expect("set the embedded broker's round trip");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The embedded broker answers the next `count` produce requests with `error`;
+    /// `false` (and nothing changes) on an external broker.
+    pub fn fail_produce_requests(&self, count: usize, error: RDKafkaRespErr) -> bool {
+        match &self._embedded {
+            Some(broker) => {
+                broker.fail_requests(RDKafkaApiKey::Produce, vec![error; count]).expect("inject produce errors");
                 true
             }
             None => false,

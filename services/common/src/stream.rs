@@ -27,6 +27,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -398,6 +399,9 @@ struct Acks {
     acked: HashMap<usize, u64>,
     /// The first failed delivery, and its batch.
     failed: Option<(usize, KafkaError)>,
+    /// The first delivery the broker refused for good (see [`refused_for_good`]), in
+    /// either mode.
+    refused: Option<KafkaError>,
     /// Reports for batches before this one are dropped: they were abandoned.
     floor: usize,
 }
@@ -408,6 +412,11 @@ impl ProducerContext for StageProducerContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
+        if let Err((error, _)) = result {
+            if refused_for_good(error) {
+                lock(&self.acks).refused.get_or_insert_with(|| error.clone());
+            }
+        }
         if batch == 0 {
             return;
         }
@@ -428,7 +437,32 @@ impl ProducerContext for StageProducerContext {
     }
 }
 
+/// Whether the broker would refuse the record again: a rewind would only replay its
+/// batch and fail on it once more, for ever. (Kafka Streams stops on these too, where a
+/// passing failure — a timeout, a leader moving — retries the task.)
+fn refused_for_good(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            Code::MessageSizeTooLarge
+                | Code::MessageBatchTooLarge
+                | Code::InvalidRecord
+                | Code::InvalidTopic
+                | Code::InvalidRequiredAcks
+                | Code::TopicAuthorizationFailed
+                | Code::UnsupportedForMessageFormat
+                | Code::PolicyViolation
+        )
+    )
+}
+
 impl StageProducerContext {
+    /// The first delivery the broker refused for good, if any.
+    fn refused(&self) -> Option<KafkaError> {
+        lock(&self.acks).refused.clone()
+    }
+
     /// Whether all `expected` records of batch `batch` are acknowledged (then forgets
     /// it), waiting for them when `wait`; the error of one that failed.
     fn complete(&self, batch: usize, expected: u64, wait: bool) -> Result<bool, KafkaError> {
@@ -709,9 +743,11 @@ impl<P: StatefulProcessor> Loop<P> {
     /// stops, as Kafka Streams' default production exception handler stops it, rather
     /// than rebuild its state and fail on the same record for ever; the open batch is
     /// not committed, so the record is processed again once the cause is mended. Other
-    /// errors (exactly once: the transaction's) go to [`Self::fail_or_recover`].
+    /// errors (exactly once: the transaction's, and the refusal of a transaction that
+    /// awaits its abort) go to [`Self::fail_or_recover`].
     fn refused(&mut self, consumer: &StageConsumer<P>, error: KafkaError) {
-        if matches!(error, KafkaError::MessageProduction(_)) {
+        let awaiting_abort = matches!(error, KafkaError::MessageProduction(RDKafkaErrorCode::State));
+        if matches!(error, KafkaError::MessageProduction(_)) && !awaiting_abort {
             tracing::error!(%error, "an output was refused; stopping without committing its batch");
             self.fatal = Some(StreamError::Fatal { step: "produce", source: error });
         } else {
@@ -719,10 +755,20 @@ impl<P: StatefulProcessor> Loop<P> {
         }
     }
 
-    /// After a failed commit: abort and rewind when the error allows it, else stop.
+    /// After a failed commit: abort and rewind when the error allows it, else stop. A
+    /// batch with an output the broker refused for good stops the stage however the
+    /// commit failed: replayed, it would fail the same way.
     fn fail_or_recover(&mut self, consumer: &StageConsumer<P>, error: KafkaError) {
+        if let Some(refused) = self.producer.context().refused() {
+            tracing::error!(%refused, %error, "the broker refused an output; stopping without committing its batch");
+            self.fatal = Some(StreamError::Fatal { step: "deliver", source: refused });
+            return;
+        }
         let abortable = match &error {
             KafkaError::Transaction(e) => e.txn_requires_abort() && !e.is_fatal(),
+            // Exactly once, a failed delivery makes the transaction refuse every record
+            // until it is aborted.
+            KafkaError::MessageProduction(RDKafkaErrorCode::State) => self.config.guarantee == Guarantee::ExactlyOnce,
             _ => self.config.guarantee == Guarantee::AtLeastOnce,
         };
         if !abortable {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
+use rdkafka::types::RDKafkaRespErr;
 
 use eventpipe_common::broker::TestBroker;
 use eventpipe_common::dead_letter::headers;
@@ -402,6 +403,75 @@ async fn refused_output_stops_without_commit(broker: &TestBroker, section: &str)
         rdkafka::consumer::Consumer::committed_offsets(&consumer, partition, Duration::from_secs(10)).unwrap();
     let offset = committed.find_partition(&topic, 5).unwrap().offset();
     assert!(matches!(offset, rdkafka::Offset::Invalid | rdkafka::Offset::Offset(0)), "committed: {offset:?}");
+}
+
+/// An output the broker refuses for good stops the stage without committing its batch,
+/// in both modes. Here the embedded broker answers every produce request with
+/// MSG_SIZE_TOO_LARGE for a while. (Before, the stage aborted or rewound, rebuilt its
+/// state and was refused again, for as long as the broker refused.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_the_broker_refuses_stops_the_stage_without_committing_its_batch() {
+    refused_delivery_stops_without_commit("fp-broker-refused", "processing_guarantee: exactly_once").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_an_output_the_broker_refuses_stops_the_stage_without_committing_its_batch() {
+    refused_delivery_stops_without_commit("fp-broker-refused-alo", "processing_guarantee: at_least_once").await;
+}
+
+async fn refused_delivery_stops_without_commit(name: &str, section: &str) {
+    let broker = TestBroker::start(name).await;
+    let events = simulated(5, 3, 4);
+    send_events(&broker, &events).await;
+    if !broker.fail_produce_requests(10_000, RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+        eprintln!("SKIPPED: needs the embedded broker (refusing produce requests)");
+        return;
+    }
+    let (settings, section) = settings(&broker, &format!("{name}-0"), section);
+    let group = settings.group_id.clone();
+    let running = start(settings, &section, ModelHandle::new(built_in_model()));
+    wait_until("the stage to stop", Duration::from_secs(60), || running.handle.is_finished());
+    let stopped = running.handle.join().unwrap();
+    assert!(matches!(stopped, Err(StreamError::Fatal { step: "deliver", .. })), "the stage stops: {stopped:?}");
+    assert_eq!(running.metrics.committed(), 0);
+    let consumer: rdkafka::consumer::BaseConsumer = broker.kafka.consumer_config("check", &group).create().unwrap();
+    let topic = broker.topic(Topic::Transactions);
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for p in 0..6 {
+        partitions.add_partition(&topic, p);
+    }
+    let committed =
+        rdkafka::consumer::Consumer::committed_offsets(&consumer, partitions, Duration::from_secs(10)).unwrap();
+    for e in committed.elements() {
+        assert_eq!(e.offset(), rdkafka::Offset::Invalid, "partition {} committed", e.partition());
+    }
+}
+
+/// A passing delivery failure does not stop the stage: exactly once the transaction is
+/// aborted (until then it refuses every record) and the batch replayed on restored
+/// state; at least once the batch is replayed. Here the embedded broker fails three
+/// produce requests with an unknown server error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passing_delivery_failure_is_replayed_and_the_stage_goes_on() {
+    for (name, section) in [
+        ("fp-passing", "processing_guarantee: exactly_once"),
+        ("fp-passing-alo", "processing_guarantee: at_least_once"),
+    ] {
+        let broker = TestBroker::start(name).await;
+        let events = simulated(5, 3, 4);
+        send_events(&broker, &events).await;
+        if !broker.fail_produce_requests(3, RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN) {
+            eprintln!("SKIPPED: needs the embedded broker (failing produce requests)");
+            return;
+        }
+        let (settings, config) = settings(&broker, &format!("{name}-0"), section);
+        let running = start(settings, &config, ModelHandle::new(built_in_model()));
+        wait_until("every input committed", Duration::from_secs(60), || {
+            running.metrics.committed() >= events.len() as u64 || running.handle.is_finished()
+        });
+        assert!(!running.handle.is_finished(), "{section}: the stage stopped");
+        running.stop();
+    }
 }
 
 /// b's client settings in the long-rebuild tests: a poll due every 6 s (the embedded
