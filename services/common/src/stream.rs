@@ -262,6 +262,9 @@ struct Loop<P> {
     /// Records of partitions still being rebuilt that came anyway (fetched before the
     /// pause): the lowest offset per partition, sought back to when it resumes.
     skipped: BTreeMap<i32, i64>,
+    /// An output the producer refused at once in the open batch (see
+    /// [`Loop::note_refusal`]).
+    refused_at_once: Option<KafkaError>,
     fatal: Option<StreamError>,
 }
 
@@ -273,6 +276,9 @@ struct Restoration {
     restorer: BaseConsumer<QuietEof>,
     /// Partitions not yet read to their end.
     pending: Vec<i32>,
+    /// The offset after the last record read, per partition: where a partition goes on
+    /// when the restore consumer is assigned again (its position is lost then).
+    next: BTreeMap<i32, i64>,
     records: u64,
     started: Instant,
     /// When the last record or partition end was read.
@@ -397,11 +403,11 @@ struct StageProducerContext {
 struct Acks {
     /// Acknowledged records, per batch number.
     acked: HashMap<usize, u64>,
-    /// The first failed delivery, and its batch.
-    failed: Option<(usize, KafkaError)>,
-    /// The first delivery the broker refused for good (see [`refused_for_good`]), in
-    /// either mode.
-    refused: Option<KafkaError>,
+    /// The first failed delivery of each batch (at least once).
+    failed: BTreeMap<usize, KafkaError>,
+    /// The first delivery the broker refused for good (see [`refused_for_good`]), with
+    /// its batch (0 exactly once: the open transaction's).
+    refused: Option<(usize, KafkaError)>,
     /// Reports for batches before this one are dropped: they were abandoned.
     floor: usize,
 }
@@ -412,24 +418,22 @@ impl ProducerContext for StageProducerContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
+        let mut acks = lock(&self.acks);
+        if batch != 0 && batch < acks.floor {
+            return;
+        }
         if let Err((error, _)) = result {
-            if refused_for_good(error) {
-                lock(&self.acks).refused.get_or_insert_with(|| error.clone());
+            if refused_for_good(error) && acks.refused.is_none() {
+                acks.refused = Some((batch, error.clone()));
             }
         }
         if batch == 0 {
             return;
         }
-        let mut acks = lock(&self.acks);
-        if batch < acks.floor {
-            return;
-        }
         match result {
             Ok(_) => *acks.acked.entry(batch).or_default() += 1,
             Err((error, _)) => {
-                if acks.failed.is_none() {
-                    acks.failed = Some((batch, error.clone()));
-                }
+                acks.failed.entry(batch).or_insert_with(|| error.clone());
             }
         }
         drop(acks);
@@ -458,9 +462,9 @@ fn refused_for_good(error: &KafkaError) -> bool {
 }
 
 impl StageProducerContext {
-    /// The first delivery the broker refused for good, if any.
+    /// The first delivery the broker refused for good, of a batch not abandoned since.
     fn refused(&self) -> Option<KafkaError> {
-        lock(&self.acks).refused.clone()
+        lock(&self.acks).refused.as_ref().map(|(_, e)| e.clone())
     }
 
     /// Whether all `expected` records of batch `batch` are acknowledged (then forgets
@@ -468,10 +472,8 @@ impl StageProducerContext {
     fn complete(&self, batch: usize, expected: u64, wait: bool) -> Result<bool, KafkaError> {
         let mut acks = lock(&self.acks);
         loop {
-            if let Some((failed, error)) = &acks.failed {
-                if *failed == batch {
-                    return Err(error.clone());
-                }
+            if let Some(error) = acks.failed.get(&batch) {
+                return Err(error.clone());
             }
             if acks.acked.get(&batch).copied().unwrap_or(0) >= expected {
                 acks.acked.remove(&batch);
@@ -489,8 +491,10 @@ impl StageProducerContext {
     fn abandon_before(&self, batch: usize) {
         let mut acks = lock(&self.acks);
         acks.acked.retain(|b, _| *b >= batch);
-        if acks.failed.as_ref().is_some_and(|(b, _)| *b < batch) {
-            acks.failed = None;
+        acks.failed.retain(|b, _| *b >= batch);
+        // Exactly once (batch 0) a refusal always stops the stage; it stays.
+        if acks.refused.as_ref().is_some_and(|(b, _)| *b != 0 && *b < batch) {
+            acks.refused = None;
         }
         acks.floor = batch;
     }
@@ -625,13 +629,13 @@ impl<P: StatefulProcessor> Loop<P> {
         };
         let mut outputs = Outputs::new(&self.settings, &self.producer, &mut self.batch);
         let result = self.processor.process(&input, &mut outputs);
-        outputs.finish()?;
+        outputs.finish().map_err(|e| self.note_refusal(e))?;
         if let Err(rejected) = result {
             tracing::debug!(reason = rejected.reason, error = %rejected.error, "dead-lettering input");
             self.metrics.record_dead_letter(rejected.reason);
             let letter = DeadLetter::from_message(message, rejected.reason, rejected.error);
             let record = with_opaque(self.dead_letters.record(&letter), self.batch.number);
-            send_threaded(&self.producer, record)?;
+            send_threaded(&self.producer, record).map_err(|e| self.note_refusal(e))?;
             self.batch.produced += 1;
         }
         Ok(())
@@ -668,7 +672,7 @@ impl<P: StatefulProcessor> Loop<P> {
         }
         let mut outputs = Outputs::new(&self.settings, &self.producer, &mut self.batch);
         self.processor.end_batch(&mut outputs);
-        outputs.finish()?;
+        outputs.finish().map_err(|e| self.note_refusal(e))?;
         match self.config.guarantee {
             Guarantee::ExactlyOnce => {
                 let group = consumer.group_metadata().ok_or(KafkaError::NoMessageReceived)?;
@@ -738,30 +742,36 @@ impl<P: StatefulProcessor> Loop<P> {
         Ok(list)
     }
 
-    /// After a record could not be handled. An output the producer refused at once (too
-    /// large, no such partition) would be refused again after any rewind, so the stage
-    /// stops, as Kafka Streams' default production exception handler stops it, rather
-    /// than rebuild its state and fail on the same record for ever; the open batch is
-    /// not committed, so the record is processed again once the cause is mended. Other
-    /// errors (exactly once: the transaction's, and the refusal of a transaction that
-    /// awaits its abort) go to [`Self::fail_or_recover`].
-    fn refused(&mut self, consumer: &StageConsumer<P>, error: KafkaError) {
-        let awaiting_abort = matches!(error, KafkaError::MessageProduction(RDKafkaErrorCode::State));
-        if matches!(error, KafkaError::MessageProduction(_)) && !awaiting_abort {
-            tracing::error!(%error, "an output was refused; stopping without committing its batch");
-            self.fatal = Some(StreamError::Fatal { step: "produce", source: error });
-        } else {
-            self.fail_or_recover(consumer, error);
+    /// Notes an error producing a record at once. An output the producer refused (too
+    /// large, no such partition) would be refused again after any rewind, so
+    /// [`Self::fail_or_recover`] stops the stage on it, as Kafka Streams' default
+    /// production exception handler does, rather than rebuild its state and fail on the
+    /// same record for ever. (`State`: exactly once, the transaction refuses records
+    /// until it is aborted, which is no refusal of the record.)
+    fn note_refusal(&mut self, error: KafkaError) -> KafkaError {
+        if matches!(error, KafkaError::MessageProduction(code) if code != RDKafkaErrorCode::State) {
+            self.refused_at_once.get_or_insert_with(|| error.clone());
         }
+        error
     }
 
-    /// After a failed commit: abort and rewind when the error allows it, else stop. A
-    /// batch with an output the broker refused for good stops the stage however the
-    /// commit failed: replayed, it would fail the same way.
+    /// The output refused for good behind the batch's failure, if any: refused at once
+    /// by the producer, or on delivery by the broker.
+    fn refusal(&mut self) -> Option<StreamError> {
+        if let Some(source) = self.refused_at_once.take() {
+            return Some(StreamError::Fatal { step: "produce", source });
+        }
+        self.producer.context().refused().map(|source| StreamError::Fatal { step: "deliver", source })
+    }
+
+    /// After a failed batch: abort and rewind when the error allows it, else stop. A
+    /// batch with an output refused for good (see [`Self::note_refusal`] and
+    /// [`refused_for_good`]) stops the stage however it failed: replayed, it would fail
+    /// the same way. The open batch is left to [`Self::take_fatal`], which abandons it.
     fn fail_or_recover(&mut self, consumer: &StageConsumer<P>, error: KafkaError) {
-        if let Some(refused) = self.producer.context().refused() {
-            tracing::error!(%refused, %error, "the broker refused an output; stopping without committing its batch");
-            self.fatal = Some(StreamError::Fatal { step: "deliver", source: refused });
+        if let Some(refused) = self.refusal() {
+            tracing::error!(%refused, %error, "an output was refused; stopping without committing its batch");
+            self.fatal = Some(refused);
             return;
         }
         let abortable = match &error {
@@ -785,6 +795,13 @@ impl<P: StatefulProcessor> Loop<P> {
         }
         self.spans.close();
         self.batch = Batch::default();
+        // The abort waited for the transaction's delivery reports: a refusal for good
+        // may have come with them, after the error that failed the batch.
+        if let Some(refused) = self.refusal() {
+            tracing::error!(%refused, "an output was refused; stopping");
+            self.fatal = Some(refused);
+            return;
+        }
         // Batches in flight are not committed: their inputs are consumed again.
         self.in_flight.clear();
         self.producer.context().abandon_before(self.next_batch);
@@ -848,12 +865,8 @@ impl<P: StatefulProcessor> Loop<P> {
         let mut tpl = TopicPartitionList::new();
         let restore_error = |p: i32, e: KafkaError| StreamError::Restore { partition: p, message: e.to_string() };
         if let Some(r) = &self.restoring {
-            let positions = r.restorer.position().map_err(StreamError::Client)?;
             for &p in &r.pending {
-                let offset = match positions.find_partition(&topic, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => Offset::Offset(o),
-                    _ => Offset::Beginning,
-                };
+                let offset = r.next.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
                 tpl.add_partition_offset(&topic, p, offset).map_err(|e| restore_error(p, e))?;
             }
         }
@@ -863,6 +876,10 @@ impl<P: StatefulProcessor> Loop<P> {
         let now = Instant::now();
         let r = match self.restoring.take() {
             Some(mut r) => {
+                // A partition read before (then revoked) starts over: its state was dropped.
+                for p in &new {
+                    r.next.remove(p);
+                }
                 r.pending.extend(&new);
                 r.pending.sort_unstable();
                 r.progress = now;
@@ -876,7 +893,7 @@ impl<P: StatefulProcessor> Loop<P> {
                 config.set("enable.partition.eof", "true");
                 let restorer: BaseConsumer<QuietEof> =
                     config.create_with_context(QuietEof).map_err(StreamError::Client)?;
-                Restoration { restorer, pending: new, records: 0, started: now, progress: now }
+                Restoration { restorer, pending: new, next: BTreeMap::new(), records: 0, started: now, progress: now }
             }
         };
         r.restorer.assign(&tpl).map_err(StreamError::Client)?;
@@ -917,6 +934,7 @@ impl<P: StatefulProcessor> Loop<P> {
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "restore consumer error"),
                 Some(Ok(m)) => {
+                    r.next.insert(m.partition(), m.offset() + 1);
                     // A partition revoked meanwhile is still read, and ignored.
                     if r.pending.contains(&m.partition()) {
                         match processor.restore(m.partition(), m.key(), m.payload()) {
@@ -1019,7 +1037,12 @@ fn rewind<P: StatefulProcessor>(
         seek.add_partition_offset(topic, e.partition(), offset)?;
     }
     for e in consumer.seek_partitions(seek, Duration::from_secs(10))?.elements() {
-        e.error()?;
+        match e.error() {
+            // Not fetching yet (just assigned, or being stopped): it starts at its
+            // committed offset anyway.
+            Err(KafkaError::OffsetFetch(RDKafkaErrorCode::State | RDKafkaErrorCode::PreviousInProgress)) | Ok(()) => {}
+            Err(error) => return Err(error),
+        }
     }
     Ok(())
 }
@@ -1093,6 +1116,7 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
         assigned: Vec::new(),
         restoring: None,
         skipped: BTreeMap::new(),
+        refused_at_once: None,
         fatal: None,
     }));
     let consumer: StageConsumer<P> = consumer_config
@@ -1109,7 +1133,11 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
         let timeout = {
             let mut st = lock(&state);
             if st.restoring.is_some() && (idle || Instant::now() >= restore_turn) {
-                st.restore_step(&consumer, RESTORE_SLICE)?;
+                if let Err(e) = st.restore_step(&consumer, RESTORE_SLICE) {
+                    // Through take_fatal, as any other fatal error: the open batch is abandoned.
+                    st.fatal = Some(e);
+                    return Err(st.take_fatal().expect("just set"));
+                }
                 restore_turn = Instant::now() + RESTORE_SLICE;
             }
             st.poll_timeout(Instant::now())
@@ -1133,7 +1161,7 @@ pub fn run<P: StatefulProcessor>(stage: StageHandles, config: StreamConfig, proc
             Some(Ok(message)) => {
                 if let Err(e) = st.handle(&message, now) {
                     drop(message);
-                    st.refused(&consumer, e);
+                    st.fail_or_recover(&consumer, e);
                 }
             }
         }
