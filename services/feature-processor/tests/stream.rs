@@ -331,14 +331,7 @@ async fn a_restore_longer_than_max_poll_interval_keeps_the_member_in_its_group()
         assert!(took > 6.0, "the rebuild must outlast max.poll.interval.ms to show anything: {took} s");
     }
     send_events(&broker, rest).await;
-    let got = scores_of(&read_committed(
-        &broker,
-        Topic::RiskScores,
-        expected.len(),
-        Duration::from_secs(2),
-        Duration::from_secs(120),
-    ));
-    assert_each_score_once(&got, &expected);
+    assert_scores_each_once(&broker, &expected, Duration::from_secs(2), Duration::from_secs(120));
     assert_eq!(metric("eventpipe_state_restore_seconds_count"), 1.0, "one rebuild: b never left the group");
     b.stop();
 }
@@ -512,12 +505,12 @@ async fn pad_changelog_partitions(broker: &TestBroker, partitions: &[i32], per_p
 /// the cooperative protocol every rebalance calls its assignment callback (most often
 /// with no partition for it), and a rebuild that started over at each would never end
 /// in a group whose members come and go. Here c joins when b has read a third of the
-/// changelog; the rebalance reaches b some seconds later, with most of it read. b reads
-/// no changelog record twice (starting over, it read about 1.7 times as many), rebuilds once,
-/// and the two emit every score once.
+/// changelog, and b gives c half its partitions: b reads no changelog record twice
+/// (starting over, it read 3,343 and 3,349 of 1,949 in two runs), rebuilds once, and
+/// the two emit every score once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_goes_on_where_it_is_when_the_group_rebalances() {
-    let broker = TestBroker::start("fp-churn").await;
+async fn a_rebuild_goes_on_where_it_is_when_a_member_joins() {
+    let broker = TestBroker::start("fp-join").await;
     if broker.external {
         // Only the embedded broker's late answers make a rebuild last long enough for
         // a member to join in the middle of it.
@@ -529,7 +522,7 @@ async fn a_rebuild_goes_on_where_it_is_when_the_group_rebalances() {
     let (first, rest) = events.split_at(events.len() * 3 / 4);
     send_events(&broker, first).await;
     let section = "processing_guarantee: at_least_once";
-    let (s1, config) = settings(&broker, "fp-churn-a", section);
+    let (s1, config) = settings(&broker, "fp-join-a", section);
     let a = start(s1, &config, ModelHandle::new(built_in_model()));
     wait_until("a to commit the first part", Duration::from_secs(120), || a.metrics.committed() == first.len() as u64);
     a.stop();
@@ -540,13 +533,13 @@ async fn a_rebuild_goes_on_where_it_is_when_the_group_rebalances() {
     // Every request answered 50 ms late: b reads a record batch per changelog partition
     // per round trip, a rebuild of about 10 s.
     broker.set_round_trip(Duration::from_millis(50));
-    let (s2, _) = settings_with_env(&broker, "fp-churn-b", section, &SLOW_REBUILD);
+    let (s2, _) = settings_with_env(&broker, "fp-join-b", section, &SLOW_REBUILD);
     let b = start(s2, &config, ModelHandle::new(built_in_model()));
     wait_until("b to read a third of the changelog", Duration::from_secs(120), || {
         b.metrics.restored_records() as usize >= changelog / 3
     });
     assert!(!b.readiness.get(), "b is still rebuilding when c joins");
-    let (s3, _) = settings(&broker, "fp-churn-c", section);
+    let (s3, _) = settings(&broker, "fp-join-c", section);
     let c = start(s3, &config, ModelHandle::new(built_in_model()));
     wait_until("c to be assigned partitions", Duration::from_secs(60), || c.metrics.restored_records() > 0);
     broker.set_round_trip(Duration::ZERO);
@@ -560,14 +553,7 @@ async fn a_rebuild_goes_on_where_it_is_when_the_group_rebalances() {
     assert_eq!(metric("eventpipe_state_restore_seconds_count"), 1.0, "b rebuilt once");
 
     send_events(&broker, rest).await;
-    let got = scores_of(&read_committed(
-        &broker,
-        Topic::RiskScores,
-        expected.len(),
-        Duration::from_secs(2),
-        Duration::from_secs(120),
-    ));
-    assert_each_score_once(&got, &expected);
+    assert_scores_each_once(&broker, &expected, Duration::from_secs(2), Duration::from_secs(120));
     b.stop();
     c.stop();
 }
@@ -649,14 +635,7 @@ async fn two_instances_one_leaving_mid_stream_still_emit_exactly_once() {
     .await;
     assert!(a.is_none(), "a left mid-stream (a consumed {consumed_a}, b {consumed_b} by then)");
 
-    let got = scores_of(&read_committed(
-        &broker,
-        Topic::RiskScores,
-        expected.len(),
-        Duration::from_secs(3),
-        Duration::from_secs(120),
-    ));
-    assert_each_score_once(&got, &expected);
+    assert_scores_each_once(&broker, &expected, Duration::from_secs(3), Duration::from_secs(120));
     // Nothing was applied twice to the state either.
     assert_changelog_matches(&broker, 30, &reference);
     b.stop();
@@ -694,15 +673,8 @@ async fn at_least_once_hands_over_at_the_committed_offsets() {
     assert!(a.is_none() && consumed < events.len() as u64, "a stopped mid-stream ({consumed} consumed)");
     let b = start(s2, &config, ModelHandle::new(built_in_model()));
 
-    let got = scores_of(&read_committed(
-        &broker,
-        Topic::RiskScores,
-        expected.len(),
-        Duration::from_secs(2),
-        Duration::from_secs(90),
-    ));
     // After a clean stop nothing is consumed twice.
-    assert_each_score_once(&got, &expected);
+    assert_scores_each_once(&broker, &expected, Duration::from_secs(2), Duration::from_secs(90));
     assert_changelog_matches(&broker, 20, &reference);
     b.stop();
 }

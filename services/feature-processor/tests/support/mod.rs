@@ -174,6 +174,14 @@ pub fn scores_of(messages: &[OwnedMessage]) -> Vec<RiskScore> {
     messages.iter().map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap()).collect()
 }
 
+/// Reads the risk scores (read_committed) until as many as `expected` have come and
+/// `quiet` has passed with nothing new, and asserts each expected score came once
+/// ([`assert_each_score_once`]).
+pub fn assert_scores_each_once(broker: &TestBroker, expected: &[RiskScore], quiet: Duration, timeout: Duration) {
+    let got = scores_of(&read_committed(broker, Topic::RiskScores, expected.len(), quiet, timeout));
+    assert_each_score_once(&got, expected);
+}
+
 /// Asserts that `got` holds each of the `expected` scores exactly once (by event id):
 /// none repeated, none missing, none extra, and each with the expected values (a score
 /// computed from state that applied some input twice would differ).
