@@ -465,6 +465,35 @@ mod tests {
     use super::*;
     use crate::window::RING_DAYS;
 
+    fn built_in_model() -> Arc<RiskModel> {
+        Arc::new(serde_json::from_str(crate::settings::BUILT_IN_MODEL).unwrap())
+    }
+
+    /// A card-present GBP transaction of `customer`'s account A1 at `time` (RFC 3339),
+    /// with event id `n`.
+    fn posting(
+        customer: &str,
+        time: &str,
+        kind: TransactionKind,
+        amount: i64,
+        balance: i64,
+        n: u128,
+    ) -> TransactionEvent {
+        TransactionEvent {
+            event_id: Uuid::from_u128(n),
+            event_time: time.parse().unwrap(),
+            schema_version: SCHEMA_VERSION,
+            customer_id: customer.into(),
+            account_id: "A1".into(),
+            kind,
+            amount_minor: amount,
+            currency: "GBP".into(),
+            balance_after_minor: balance,
+            merchant_category: None,
+            channel: Channel::CardPresent,
+        }
+    }
+
     #[test]
     fn decode_classifies_bad_input() {
         let key = Some(&b"C1"[..]);
@@ -510,7 +539,7 @@ mod tests {
 
     #[test]
     fn scores_encode_byte_for_byte_as_serde_json() {
-        let model = Arc::new(serde_json::from_str::<RiskModel>(crate::settings::BUILT_IN_MODEL).unwrap());
+        let model = built_in_model();
         let mut core = Core::new(CoreConfig::default(), model);
         let mut scores: Vec<RiskScore> = history(40, 90).iter().filter_map(|e| core.apply(0, e).ok()?.score).collect();
         assert!(scores.len() > 100, "{} scores", scores.len());
@@ -555,7 +584,7 @@ mod tests {
 
     #[test]
     fn per_day_changelog_rebuilds_every_window_before_and_after_compaction() {
-        let model = Arc::new(serde_json::from_str::<RiskModel>(crate::settings::BUILT_IN_MODEL).unwrap());
+        let model = built_in_model();
         let events = history(12, 150);
         let mut core = Core::new(CoreConfig::default(), model.clone());
         let mut records = Vec::new();
@@ -591,7 +620,7 @@ mod tests {
 
     #[test]
     fn an_aborted_batch_writes_nothing_and_the_next_batch_only_its_own_days() {
-        let model = Arc::new(serde_json::from_str::<RiskModel>(crate::settings::BUILT_IN_MODEL).unwrap());
+        let model = built_in_model();
         let events = history(2, 20);
         let mut core = Core::new(CoreConfig::default(), model);
         for e in &events[..20] {
@@ -617,19 +646,10 @@ mod tests {
 
     #[test]
     fn a_customer_active_one_day_per_batch_costs_one_record_until_the_day_changes() {
-        let model = Arc::new(serde_json::from_str::<RiskModel>(crate::settings::BUILT_IN_MODEL).unwrap());
-        let event = |day: u32, hour: u32, n: u128| TransactionEvent {
-            event_id: Uuid::from_u128(n),
-            event_time: format!("2026-03-{day:02}T{hour:02}:00:00Z").parse().unwrap(),
-            schema_version: SCHEMA_VERSION,
-            customer_id: "C1".into(),
-            account_id: "A1".into(),
-            kind: TransactionKind::CardPurchase,
-            amount_minor: -500,
-            currency: "GBP".into(),
-            balance_after_minor: 10_000 - 500 * n as i64,
-            merchant_category: None,
-            channel: Channel::CardPresent,
+        let model = built_in_model();
+        let event = |day: u32, hour: u32, n: u128| {
+            let time = format!("2026-03-{day:02}T{hour:02}:00:00Z");
+            posting("C1", &time, TransactionKind::CardPurchase, -500, 10_000 - 500 * n as i64, n)
         };
         let mut core = Core::new(CoreConfig::default(), model.clone());
         let mut batches: Vec<Vec<Written>> = Vec::new();
@@ -664,19 +684,10 @@ mod tests {
 
     #[test]
     fn a_customer_id_shaped_like_another_customers_day_key_keeps_its_own_records() {
-        let model = Arc::new(serde_json::from_str::<RiskModel>(crate::settings::BUILT_IN_MODEL).unwrap());
-        let event = |customer: &str, day: u32, n: u128| TransactionEvent {
-            event_id: Uuid::from_u128(n),
-            event_time: format!("2026-03-{day:02}T09:00:00Z").parse().unwrap(),
-            schema_version: SCHEMA_VERSION,
-            customer_id: customer.into(),
-            account_id: "A1".into(),
-            kind: TransactionKind::CardPurchase,
-            amount_minor: -500 * n as i64,
-            currency: "GBP".into(),
-            balance_after_minor: 10_000 - 500 * n as i64,
-            merchant_category: None,
-            channel: Channel::CardPresent,
+        let model = built_in_model();
+        let event = |customer: &str, day: u32, n: u128| {
+            let time = format!("2026-03-{day:02}T09:00:00Z");
+            posting(customer, &time, TransactionKind::CardPurchase, -500 * n as i64, 10_000 - 500 * n as i64, n)
         };
         // `A`'s record for 1 March would be keyed `A/2026-03-01`: the other customer's id.
         let customers = ["A", "A/2026-03-01", "100%"];
@@ -717,20 +728,8 @@ mod tests {
 
     #[test]
     fn a_late_significant_event_does_not_move_the_day_last_scored_back() {
-        let model = Arc::new(serde_json::from_str::<RiskModel>(crate::settings::BUILT_IN_MODEL).unwrap());
-        let event = |time: &str, kind: TransactionKind, n: u128| TransactionEvent {
-            event_id: Uuid::from_u128(n),
-            event_time: time.parse().unwrap(),
-            schema_version: SCHEMA_VERSION,
-            customer_id: "C1".into(),
-            account_id: "A1".into(),
-            kind,
-            amount_minor: -2_000,
-            currency: "GBP".into(),
-            balance_after_minor: 50_000,
-            merchant_category: None,
-            channel: Channel::CardPresent,
-        };
+        let model = built_in_model();
+        let event = |time: &str, kind: TransactionKind, n: u128| posting("C1", time, kind, -2_000, 50_000, n);
         let march = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
         let last_scored = |core: &Core| core.window(0, "C1").unwrap().last_score.unwrap().day;
         for min_score_change in [0.0, 1.0] {
