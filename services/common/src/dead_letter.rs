@@ -20,6 +20,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use crate::kafka::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::telemetry::TRACEPARENT;
 
 /// Header names of a dead letter.
@@ -45,9 +46,6 @@ pub mod headers {
 
 /// Longest error message a dead letter carries, in bytes.
 pub const MAX_ERROR_BYTES: usize = 1_000;
-
-/// librdkafka's default `message.max.bytes`.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
 
 /// `text` cut to at most `max` bytes at a character boundary, saying how long it was.
 fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {

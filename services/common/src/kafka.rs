@@ -29,6 +29,9 @@ pub struct KafkaSettings {
     pub properties: BTreeMap<String, String>,
 }
 
+/// librdkafka's default `message.max.bytes`.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
 impl KafkaSettings {
     /// Settings for a broker list with no extra properties.
     pub fn plain(bootstrap_servers: impl Into<String>) -> Self {
@@ -55,7 +58,7 @@ impl KafkaSettings {
         self.properties
             .get("message.max.bytes")
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(crate::dead_letter::DEFAULT_MAX_MESSAGE_BYTES)
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES)
     }
 
     /// An idempotent, acks=all producer config with throughput-friendly batching.
