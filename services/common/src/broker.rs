@@ -256,12 +256,10 @@ impl TestBroker {
         name: &str,
         overrides: &BTreeMap<Topic, TopicOverride>,
     ) -> Option<Self> {
-        let (pipeline, topics) = fresh_pipeline(name, overrides);
-        if let Some(bootstrap) = std::env::var(TEST_BOOTSTRAP_ENV).ok().filter(|s| !s.is_empty()) {
-            let kafka = KafkaSettings::plain(bootstrap);
-            create_topics(&kafka, &topics).await.expect("create topics on the external test broker");
-            return Some(TestBroker { pipeline, kafka, topics, external: true, _embedded: None, _tansu: None });
+        if std::env::var(TEST_BOOTSTRAP_ENV).is_ok_and(|s| !s.is_empty()) {
+            return Some(Self::start_configured(name, overrides, Duration::ZERO).await);
         }
+        let (pipeline, topics) = fresh_pipeline(name, overrides);
         let binary = find_tansu()?;
         let (process, bootstrap) = start_tansu(&binary)?;
         let kafka = KafkaSettings::plain(bootstrap);
