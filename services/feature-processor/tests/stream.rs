@@ -13,12 +13,13 @@ use rdkafka::types::RDKafkaRespErr;
 
 use eventpipe_common::broker::TestBroker;
 use eventpipe_common::dead_letter::headers;
-use eventpipe_common::events::{derived_event_id, RiskBand};
+use eventpipe_common::events::{derived_event_id, RiskBand, RiskScore, TransactionEvent};
 use eventpipe_common::telemetry::{header_str, TRACEPARENT};
 use eventpipe_common::testing::registry_sample;
 use eventpipe_common::topics::{Topic, TopicOverride};
 use feature_processor::model::RiskModel;
 use feature_processor::model_watch::ModelHandle;
+use feature_processor::settings::FeatureProcessorSettings;
 use feature_processor::stream::StreamError;
 use support::*;
 
@@ -302,25 +303,15 @@ async fn not_ready_until_the_state_is_restored() {
 /// client left the group at the interval, and every rejoin started the rebuild over.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_longer_than_max_poll_interval_keeps_the_member_in_its_group() {
-    // Every request answered 50 ms late, so reading the changelog takes a while. At
-    // least once: librdkafka's mock keeps no transactional offset commits, and the
-    // rebuild is the same in both modes.
+    // Every request answered 50 ms late, so reading the changelog takes a while.
     let broker = TestBroker::start_with_round_trip("fp-long", Duration::from_millis(50)).await;
-    let events = simulated(30, 40, 6);
-    let (expected, _) = reference_scores(&events, built_in_model());
-    let (first, rest) = events.split_at(events.len() * 3 / 4);
-    send_events(&broker, first).await;
-    let (s1, config) = settings(&broker, "fp-long-a", "processing_guarantee: at_least_once");
-    let a = start(s1, &config, ModelHandle::new(built_in_model()));
-    wait_until("a to commit the first part", Duration::from_secs(120), || a.metrics.committed() == first.len() as u64);
-    a.stop();
     // A long changelog to read: 150 more record batches per partition.
-    pad_changelog(&broker, 150).await;
+    let (expected, rest, config) = long_changelog(&broker, "fp-long-a", 6, 150).await;
 
     // b must poll its group consumer every 6 s (the broker's shortest session), and
     // reads one record batch per changelog partition per round trip: its rebuild takes
     // longer than that.
-    let (s2, _) = settings_with_env(&broker, "fp-long-b", "processing_guarantee: at_least_once", &SLOW_REBUILD);
+    let (s2, _) = settings_with_env(&broker, "fp-long-b", AT_LEAST_ONCE, &SLOW_REBUILD);
     let b = start(s2, &config, ModelHandle::new(built_in_model()));
     wait_until("b ready", Duration::from_secs(120), || b.readiness.get());
     let metric = |name| registry_sample(&b.registry, name).unwrap_or(0.0);
@@ -330,7 +321,7 @@ async fn a_restore_longer_than_max_poll_interval_keeps_the_member_in_its_group()
     } else {
         assert!(took > 6.0, "the rebuild must outlast max.poll.interval.ms to show anything: {took} s");
     }
-    send_events(&broker, rest).await;
+    send_events(&broker, &rest).await;
     assert_scores_each_once(&broker, &expected, Duration::from_secs(2), Duration::from_secs(120));
     assert_eq!(metric("eventpipe_state_restore_seconds_count"), 1.0, "one rebuild: b never left the group");
     b.stop();
@@ -476,6 +467,32 @@ const SLOW_REBUILD: [(&str, &str); 4] = [
     ("KAFKA_PROP_MAX_PARTITION_FETCH_BYTES", "1"),
 ];
 
+/// The long-rebuild tests' stage section: at least once, since librdkafka's mock keeps
+/// no transactional offset commits, and the rebuild is the same in both modes.
+const AT_LEAST_ONCE: &str = "processing_guarantee: at_least_once";
+
+/// The start of the long-rebuild tests: instance `instance` processes the first three
+/// quarters of 30 customers' 40 days (simulation `seed`) and stops, and
+/// [`pad_changelog`] adds `per_partition` batches to each changelog partition. Returns
+/// the scores of the whole input, its last quarter (still to send) and the section.
+async fn long_changelog(
+    broker: &TestBroker,
+    instance: &str,
+    seed: u64,
+    per_partition: usize,
+) -> (Vec<RiskScore>, Vec<TransactionEvent>, FeatureProcessorSettings) {
+    let events = simulated(30, 40, seed);
+    let (expected, _) = reference_scores(&events, built_in_model());
+    let (first, rest) = events.split_at(events.len() * 3 / 4);
+    send_events(broker, first).await;
+    let (settings, config) = settings(broker, instance, AT_LEAST_ONCE);
+    let a = start(settings, &config, ModelHandle::new(built_in_model()));
+    wait_until("a to commit the first part", Duration::from_secs(120), || a.metrics.committed() == first.len() as u64);
+    a.stop();
+    pad_changelog(broker, per_partition).await;
+    (expected, rest.to_vec(), config)
+}
+
 /// Writes `per_partition` record batches of one record to each changelog partition,
 /// each a tombstone of a day no customer has: a rebuild reads and ignores them.
 async fn pad_changelog(broker: &TestBroker, per_partition: usize) {
@@ -517,29 +534,20 @@ async fn a_rebuild_goes_on_where_it_is_when_a_member_joins() {
         eprintln!("SKIPPED: needs the embedded broker (a slow rebuild)");
         return;
     }
-    let events = simulated(30, 40, 8);
-    let (expected, _) = reference_scores(&events, built_in_model());
-    let (first, rest) = events.split_at(events.len() * 3 / 4);
-    send_events(&broker, first).await;
-    let section = "processing_guarantee: at_least_once";
-    let (s1, config) = settings(&broker, "fp-join-a", section);
-    let a = start(s1, &config, ModelHandle::new(built_in_model()));
-    wait_until("a to commit the first part", Duration::from_secs(120), || a.metrics.committed() == first.len() as u64);
-    a.stop();
-    pad_changelog(&broker, 200).await;
+    let (expected, rest, config) = long_changelog(&broker, "fp-join-a", 8, 200).await;
     let changelog =
         read_committed(&broker, Topic::CustomerFeatures, 1200, Duration::from_secs(1), Duration::from_secs(60)).len();
 
     // Every request answered 50 ms late: b reads a record batch per changelog partition
     // per round trip, a rebuild of about 10 s.
     broker.set_round_trip(Duration::from_millis(50));
-    let (s2, _) = settings_with_env(&broker, "fp-join-b", section, &SLOW_REBUILD);
+    let (s2, _) = settings_with_env(&broker, "fp-join-b", AT_LEAST_ONCE, &SLOW_REBUILD);
     let b = start(s2, &config, ModelHandle::new(built_in_model()));
     wait_until("b to read a third of the changelog", Duration::from_secs(120), || {
         b.metrics.restored_records() as usize >= changelog / 3
     });
     assert!(!b.readiness.get(), "b is still rebuilding when c joins");
-    let (s3, _) = settings(&broker, "fp-join-c", section);
+    let (s3, _) = settings(&broker, "fp-join-c", AT_LEAST_ONCE);
     let c = start(s3, &config, ModelHandle::new(built_in_model()));
     wait_until("c to be assigned partitions", Duration::from_secs(60), || c.metrics.restored_records() > 0);
     broker.set_round_trip(Duration::ZERO);
@@ -552,7 +560,7 @@ async fn a_rebuild_goes_on_where_it_is_when_a_member_joins() {
     let metric = |name| registry_sample(&b.registry, name).unwrap_or(0.0);
     assert_eq!(metric("eventpipe_state_restore_seconds_count"), 1.0, "b rebuilt once");
 
-    send_events(&broker, rest).await;
+    send_events(&broker, &rest).await;
     assert_scores_each_once(&broker, &expected, Duration::from_secs(2), Duration::from_secs(120));
     b.stop();
     c.stop();
@@ -593,8 +601,7 @@ async fn partitions_already_rebuilt_are_processed_while_others_are_rebuilt() {
     // Every request answered 50 ms late: b reads a record batch per changelog partition
     // per round trip, a rebuild of 0–2 of about 10 s.
     broker.set_round_trip(Duration::from_millis(50));
-    let (settings, config) =
-        settings_with_env(&broker, "fp-turns-b", "processing_guarantee: at_least_once", &SLOW_REBUILD);
+    let (settings, config) = settings_with_env(&broker, "fp-turns-b", AT_LEAST_ONCE, &SLOW_REBUILD);
     let b = start(settings, &config, ModelHandle::new(built_in_model()));
     wait_until("b to commit the inputs or end its rebuild", Duration::from_secs(120), || {
         b.metrics.committed() == 600 || b.readiness.get()
